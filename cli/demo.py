@@ -1,0 +1,110 @@
+"""`ammkd demo`: the whole pipeline on the embedded synthetic data, ending in a summary table.
+
+Stages talk through folders under the run folder: teachers/<name>, students/<weighting>,
+bundle/. Every stage is the same library call the CLI and the tests make.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from ammkd.common.errors import ConfigError
+from ammkd.common.files import atomic_write_json
+
+# Presets are data: the sizes that keep each preset inside its time budget on 2 CPU cores.
+PRESETS = {
+    "smoke": {"data": "synthetic:600", "teacher_epochs": 6, "teacher_batch": 64,
+              "student": "ammkd-mobilenet-small", "student_epochs": 6, "student_batch": 64,
+              "weightings": ["adaptive"]},
+    "default": {"data": "synthetic", "teacher_epochs": 12, "teacher_batch": 128,
+                "student": "ammkd-mobilenet", "student_epochs": 15, "student_batch": 128,
+                "weightings": ["adaptive", "equal"]},
+}
+TEACHERS = {"vit": "ammkd-tiny-vit", "rn": "ammkd-tiny-rn"}
+
+
+def _onnx_latency(module, size: int, path: Path) -> float:
+    """Median ms per image at batch 1, one thread, ONNX Runtime on this CPU."""
+    from ammkd.export.onnx_export import export_onnx
+    from ammkd.mobile_runtime.backends import OnnxImageEncoder
+    from ammkd.mobile_runtime.latency import measure_latency
+
+    export_onnx(module, size, path)
+    enc = OnnxImageEncoder(path, threads=1)
+    return measure_latency(enc.embed, np.random.rand(1, 3, size, size).astype(np.float32))["median_ms"]
+
+
+def run_demo(preset: str, out: str | Path) -> dict:
+    """Train two teachers, distil students, export the adaptive one, search with it. Returns the summary."""
+    from ammkd.distill.evaluate import evaluate
+    from ammkd.distill.teachers import TeacherConfig, TeacherImageEncoder, load_teacher, train_teacher
+    from ammkd.distill.train import DistillConfig, distill, load_student
+    from ammkd.export.bundle import export_bundle
+    from ammkd.mobile_runtime.retriever import Retriever
+
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown demo preset {preset!r}; use one of {list(PRESETS)}")
+    p = PRESETS[preset]
+    out = Path(out)
+    t_start = time.time()
+    rows: dict[str, dict] = {}
+    teacher_dirs = []
+    for short, name in TEACHERS.items():
+        tdir = out / "teachers" / short
+        train_teacher(TeacherConfig(model=name, data=p["data"], epochs=p["teacher_epochs"],
+                                    batch_size=p["teacher_batch"]), tdir)
+        teacher = load_teacher(str(tdir))
+        rows[f"teacher {name}"] = {
+            **evaluate(str(tdir), p["data"]),
+            "params_M": round(sum(q.numel() for q in teacher.model.visual.parameters()) / 1e6, 3),
+            "onnx_ms": _onnx_latency(TeacherImageEncoder(teacher), teacher.spec.size, out / "latency" / f"{short}.onnx"),
+        }
+        teacher_dirs.append(str(tdir))
+    for weighting in p["weightings"]:
+        sdir = out / "students" / weighting
+        distill(DistillConfig(teachers=teacher_dirs, data=p["data"], student=p["student"], weighting=weighting,
+                              epochs=p["student_epochs"], batch_size=p["student_batch"]), sdir)
+        student, _ = load_student(sdir)
+        rows[f"student {weighting}"] = {
+            **evaluate(str(sdir), p["data"]),
+            "params_M": round(sum(q.numel() for q in student.parameters()) / 1e6, 3),
+            "onnx_ms": _onnx_latency(student, student.arch.image_size, out / "latency" / f"student-{weighting}.onnx"),
+        }
+    bundle = export_bundle(out / "students" / p["weightings"][0], out / "bundle")
+    rows[f"bundle ({p['weightings'][0]}, onnx)"] = evaluate(str(bundle), p["data"])
+    retriever = Retriever.open(bundle)
+    golden = retriever.bundle.manifest["golden"][0]
+    example = retriever.top_texts(retriever.bundle.path(golden["image"]), k=3)
+    summary = {
+        "preset": preset,
+        "data": p["data"],
+        "rows": rows,
+        "bundle": str(bundle),
+        "bundle_MB": round(sum(f.stat().st_size for f in bundle.rglob("*") if f.is_file()) / 1e6, 3),
+        "parity": retriever.bundle.manifest["targets"][0]["parity"],
+        "example": {"image": golden["image"]["path"], "top3": [[h.text, round(h.score, 4)] for h in example]},
+        "seconds": round(time.time() - t_start, 1),
+    }
+    atomic_write_json(out / "summary.json", summary)
+    return summary
+
+
+def print_summary(s: dict, console: Console) -> None:
+    keys = ["i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10", "mean_recall"]
+    table = Table(title=f"ammkd demo ({s['preset']}, {s['data']} val split, recall in %)")
+    for col in ["model", "params M", "i2t@1", "i2t@5", "i2t@10", "t2i@1", "t2i@5", "t2i@10", "mean", "ONNX ms"]:
+        table.add_column(col, justify="left" if col == "model" else "right", no_wrap=col == "model")
+    for name, m in s["rows"].items():
+        table.add_row(name, f"{m['params_M']:.2f}" if "params_M" in m else "", *[f"{m[k]:.1f}" for k in keys],
+                      f"{m['onnx_ms']:.2f}" if "onnx_ms" in m else "")
+    console.print(table)
+    p = s["parity"]
+    console.print(f"bundle: [bold]{s['bundle']}[/bold] ({s['bundle_MB']:.2f} MB); ONNX vs PyTorch cosine min "
+                  f"{p['cosine_min']:.6f}, top-1 agreement {p['top1_agreement']:.3f}")
+    console.print(f"search {s['example']['image']}: " + "; ".join(f"{t} ({sc:.3f})" for t, sc in s["example"]["top3"]))
+    console.print(f"finished in {s['seconds']:.0f} s")

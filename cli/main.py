@@ -1,0 +1,188 @@
+"""The `ammkd` command: parse, load a config, call one library function, print a summary."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ammkd.common.errors import AmmkdError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Distil CLIP teachers into a phone-sized image encoder and ship it as a bundle.")
+teachers_app = typer.Typer(no_args_is_help=True, help="Train or inspect CLIP teachers.")
+app.add_typer(teachers_app, name="teachers")
+out = Console(width=max(120, Console().width))
+err = Console(stderr=True)
+
+
+def _metrics_table(title: str, rows: dict[str, dict]) -> Table:
+    keys = ["i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10", "mean_recall"]
+    table = Table(title=title)
+    table.add_column("model")
+    for k in keys:
+        table.add_column(k, justify="right")
+    for name, m in rows.items():
+        table.add_row(name, *[f"{m[k]:.1f}" for k in keys])
+    return table
+
+
+@teachers_app.command("train")
+def teachers_train(
+    out_dir: Path = typer.Option(..., "--out", help="Teacher folder to write (open_clip local-dir layout)."),
+    preset: Optional[str] = typer.Option(None, help="Tiny preset: ammkd-tiny-vit or ammkd-tiny-rn."),
+    model: Optional[str] = typer.Option(None, help="open_clip NAME[:PRETRAINED] or a teacher folder."),
+    data: Optional[str] = typer.Option(None, help="DATA spec, e.g. synthetic or flickr8k:DIR."),
+    epochs: Optional[float] = typer.Option(None),
+    batch_size: Optional[int] = typer.Option(None),
+    lr: Optional[float] = typer.Option(None),
+    config: Optional[Path] = typer.Option(None, help="YAML/TOML/JSON TeacherConfig; options override it."),
+):
+    """Contrastively train one teacher (open_clip ClipLoss) on the train split."""
+    from ammkd.common.config import load_config
+    from ammkd.distill.evaluate import evaluate
+    from ammkd.distill.teachers import TeacherConfig, train_teacher
+
+    if preset and model:
+        raise AmmkdError("give --preset or --model, not both")
+    cfg = load_config(TeacherConfig, config, model=preset or model, data=data, epochs=epochs,
+                      batch_size=batch_size, lr=lr)
+    train_teacher(cfg, out_dir)
+    metrics = evaluate(str(out_dir), cfg.data)
+    out.print(_metrics_table(f"teacher {cfg.model} on {cfg.data} (val)", {str(out_dir): metrics}))
+    out.print(f"teacher written to [bold]{out_dir}[/bold]")
+
+
+@app.command()
+def distill(
+    teachers: str = typer.Option(..., help="Comma-separated teacher folders or specs: T1,T2."),
+    out_dir: Path = typer.Option(..., "--out", help="Student folder to write."),
+    data: Optional[str] = typer.Option(None, help="DATA spec."),
+    weighting: Optional[str] = typer.Option(None, help="adaptive|equal|fixed|single|none"),
+    student: Optional[str] = typer.Option(None, help="Student preset or timm model name."),
+    epochs: Optional[float] = typer.Option(None),
+    tolerance: Optional[float] = typer.Option(None, help="Cap C on a teacher's weight (adaptive)."),
+    config: Optional[Path] = typer.Option(None, help="YAML/TOML/JSON DistillConfig; options override it."),
+):
+    """Distil a student from the teachers (AMMKD: KL over class vectors, adaptive weights)."""
+    from ammkd.common.config import load_config
+    from ammkd.distill.evaluate import evaluate
+    from ammkd.distill.train import DistillConfig, distill as run
+
+    cfg = load_config(DistillConfig, config, teachers=[t for t in teachers.split(",") if t], data=data,
+                      weighting=weighting, student=student, epochs=epochs, tolerance=tolerance)
+    run(cfg, out_dir)
+    metrics = evaluate(str(out_dir), cfg.data)
+    out.print(_metrics_table(f"student ({cfg.weighting}) on {cfg.data} (val)", {str(out_dir): metrics}))
+    out.print(f"student written to [bold]{out_dir}[/bold]")
+
+
+@app.command("eval")
+def eval_cmd(
+    model: str = typer.Option(..., help="Student folder, bundle folder, teacher folder or teacher spec."),
+    data: str = typer.Option(..., help="DATA spec."),
+    split: str = typer.Option("val", help="Split to evaluate (a split in the DATA spec wins)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON on stdout."),
+):
+    """Image->text and text->image Recall@1/5/10 on a held-out split."""
+    from ammkd.distill.evaluate import evaluate
+
+    metrics = evaluate(model, data, split)
+    if as_json:
+        print(json.dumps({"model": model, "data": data, "split": split, **metrics}))
+    else:
+        out.print(_metrics_table(f"{data} ({split})", {model: metrics}))
+
+
+@app.command()
+def export(
+    model: Path = typer.Option(..., help="Student folder written by `ammkd distill`."),
+    out_dir: Path = typer.Option(..., "--out", help="Bundle folder to write (replaced if present)."),
+    target: str = typer.Option("onnx", help="onnx (coreml and executorch come later)."),
+    quantize: str = typer.Option("none", help="none"),
+    allow_degraded: bool = typer.Option(False, help="Keep a bundle that misses the parity bounds."),
+    config: Optional[Path] = typer.Option(None, help="YAML/TOML/JSON ExportConfig; options override it."),
+):
+    """Export the student and its class-vector index to a verified bundle."""
+    from ammkd.common.config import load_config
+    from ammkd.export.bundle import ExportConfig, export_bundle
+    from ammkd.export.bundle_format import BundleReader
+
+    cfg = load_config(ExportConfig, config, target=target, quantize=quantize, allow_degraded=allow_degraded or None)
+    export_bundle(model, out_dir, cfg)
+    manifest = BundleReader.open(out_dir).manifest
+    table = Table(title=f"bundle {out_dir}")
+    for col in ("target", "file", "MB", "cosine min", "top-1 agreement"):
+        table.add_column(col)
+    for t in manifest["targets"]:
+        p = t["parity"]
+        table.add_row(f"{t['format']}/{t['quantization']}", t["file"]["path"], f"{t['file']['bytes'] / 1e6:.2f}",
+                      f"{p['cosine_min']:.6f}", f"{p['top1_agreement']:.3f}")
+    out.print(table)
+    out.print(f"index: {manifest['index']['count']} texts x {manifest['index']['dim']} (fp16)")
+
+
+@app.command()
+def search(
+    bundle: Path = typer.Option(..., help="Bundle folder."),
+    image: Path = typer.Option(..., help="Image file to search with."),
+    k: int = typer.Option(5, min=1),
+    threads: int = typer.Option(1, min=1),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Embed an image with the bundle's encoder and print the top-k texts of its index."""
+    from ammkd.mobile_runtime.retriever import Retriever
+
+    r = Retriever.open(bundle, threads=threads)
+    hits = r.top_texts(image, k)
+    if as_json:
+        print(json.dumps({"image": str(image), "hits": [h.__dict__ for h in hits],
+                          "timings_ms": {k: round(v, 3) for k, v in r.timings_ms.items()}}))
+        return
+    table = Table(title=f"top {k} for {image}")
+    table.add_column("#", justify="right")
+    table.add_column("score", justify="right")
+    table.add_column("text")
+    for rank, h in enumerate(hits, 1):
+        table.add_row(str(rank), f"{h.score:.3f}", h.text)
+    out.print(table)
+    t = r.timings_ms
+    out.print(f"load {t['load']:.1f} ms, preprocess {t['preprocess']:.1f} ms, encode {t['encode']:.1f} ms, "
+              f"search {t['search']:.2f} ms")
+
+
+@app.command()
+def demo(
+    preset: str = typer.Option("default", help="smoke (< 3 min) or default (< 15 min on 2 cores)."),
+    out_dir: Path = typer.Option(Path("runs/demo"), "--out", help="Run folder."),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """The whole pipeline on the embedded synthetic data: teachers, student, bundle, search."""
+    from ammkd.cli.demo import print_summary, run_demo
+
+    result = run_demo(preset, out_dir)
+    if as_json:
+        print(json.dumps(result))
+    else:
+        print_summary(result, out)
+
+
+def main() -> None:
+    """Console entry point: user errors become one red line and exit code 1."""
+    try:
+        app()
+    except AmmkdError as e:
+        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err.print("[red]interrupted[/red]")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

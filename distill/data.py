@@ -1,0 +1,224 @@
+"""Image-caption datasets behind the DATA spec string, and their decoded image tensors.
+
+Specs (DESIGN.md): `synthetic[:N]`, `flickr8k:DIR[:split]`, `csv:FILE[:img_col:cap_col]`.
+A stage asks for a split ("train" or "val"); a split named in the spec overrides it, so
+`ammkd eval --data flickr8k:DIR:dev` evaluates on dev.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from ammkd.common.errors import DataError
+from ammkd.common.files import atomic_save_npy
+from ammkd.common.paths import cache_dir
+from ammkd.common.progress import progress
+from ammkd.distill import synthetic
+from ammkd.export.bundle_format import InputSpec
+from ammkd.mobile_runtime.preprocess import load_rgb, to_uint8_chw
+
+DEFAULT_SYNTHETIC_IMAGES = 4000
+SYNTHETIC_SEED = 0
+SYNTHETIC_NATIVE_SIZE = 64  # pixels; rendered at this size, then preprocessed like any photo
+SPLIT_ALIASES = {"val": ("val", "dev"), "dev": ("dev", "val"), "train": ("train",), "test": ("test",)}
+
+
+@dataclass
+class ImageTextData:
+    """One split of an image-caption dataset. Images decode lazily; captions are in memory.
+
+    `captions[i]` are all captions of image `i` (Flickr-style: several per image).
+    """
+
+    name: str
+    captions: list[list[str]]
+    sources: list[str]  # file path, or a synthetic "seed/index" id: what error messages name
+    loader: Callable[[int], Image.Image]
+    class_prompts: list[str] = field(default_factory=list)
+    cache_key: str | None = None  # set when decoded tensors may be cached on disk
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def image(self, i: int) -> Image.Image:
+        return self.loader(i)
+
+    def texts(self) -> tuple[list[str], list[list[int]]]:
+        """Unique caption texts (first-seen order) and, per image, the ids of its captions."""
+        ids: dict[str, int] = {}
+        per_image = [[ids.setdefault(c, len(ids)) for c in caps] for caps in self.captions]
+        return list(ids), per_image
+
+    def flat_captions(self) -> tuple[list[str], np.ndarray]:
+        """Every caption as a query (duplicates kept) and the image index of each: (T,), (T,)."""
+        texts = [c for caps in self.captions for c in caps]
+        owner = np.repeat(np.arange(len(self.captions)), [len(c) for c in self.captions])
+        return texts, owner
+
+
+def _check_captions(captions: list[list[str]], sources: list[str], where: str) -> None:
+    for src, caps in zip(sources, captions):
+        if not caps:
+            raise DataError(f"{where}: image {src} has no caption")
+        for c in caps:
+            if not c or not c.strip():
+                raise DataError(f"{where}: empty caption for image {src}")
+
+
+def _synthetic(arg: str | None, split: str) -> ImageTextData:
+    try:
+        n = int(arg) if arg else DEFAULT_SYNTHETIC_IMAGES
+    except ValueError:
+        raise DataError(f"synthetic:{arg}: the image count must be an integer") from None
+    if n < 20:
+        raise DataError(f"synthetic:{n}: need at least 20 images (80/10/10 train/val/test)")
+    if split not in synthetic.SPLIT_FRACTIONS:
+        raise DataError(f"synthetic: unknown split {split!r} (use train, val or test)")
+    idx = list(synthetic.split_range(n, split))
+    return ImageTextData(
+        name=f"synthetic:{n}:{split}",
+        captions=[synthetic.describe(SYNTHETIC_SEED, i)[2] for i in idx],
+        sources=[f"synthetic/{SYNTHETIC_SEED}/{i}" for i in idx],
+        loader=lambda j: synthetic.render(SYNTHETIC_SEED, idx[j], size=SYNTHETIC_NATIVE_SIZE)[0],
+        class_prompts=synthetic.class_prompts(),
+        cache_key=f"synthetic-s{SYNTHETIC_SEED}-n{n}-{split}",
+    )
+
+
+def _read_table(path: Path, img_col: str, cap_col: str) -> dict[str, list[str]]:
+    """Rows of a CSV/TSV grouped by image path (resolved against the file): {path: captions}."""
+    if not path.is_file():
+        raise DataError(f"{path}: captions file not found")
+    delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+    grouped: dict[str, list[str]] = {}
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f, delimiter=delimiter)
+            missing = {img_col, cap_col} - set(reader.fieldnames or [])
+            if missing:
+                raise DataError(f"{path}: missing column(s) {sorted(missing)}; found {reader.fieldnames}")
+            for line, row in enumerate(reader, start=2):
+                img, cap = (row.get(img_col) or "").strip(), (row.get(cap_col) or "")
+                if not img:
+                    raise DataError(f"{path}:{line}: empty image path")
+                if not cap.strip():
+                    raise DataError(f"{path}:{line}: empty caption for image {img}")
+                grouped.setdefault(str((path.parent / img)), []).append(cap.strip())
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text ({e})") from None
+    if not grouped:
+        raise DataError(f"{path}: no rows")
+    return grouped
+
+
+def _from_files(name: str, grouped: dict[str, list[str]]) -> ImageTextData:
+    paths = list(grouped)
+    return ImageTextData(name, [grouped[p] for p in paths], paths, lambda j: load_rgb(paths[j]))
+
+
+def _hash_split(paths: list[str], split: str) -> list[str]:
+    """A deterministic 90/10 train/val split by path hash, for datasets without split files."""
+    def is_val(p: str) -> bool:
+        return hashlib.sha1(Path(p).name.encode()).digest()[0] < 26  # ~10%
+    if split not in ("train", "val", "dev"):
+        raise DataError(f"unknown split {split!r} for a dataset without split files (use train or val)")
+    return [p for p in paths if is_val(p) == (split != "train")]
+
+
+def _csv(args: list[str], split: str, explicit_split: bool) -> ImageTextData:
+    if not args or not args[0]:
+        raise DataError("csv: needs a file, e.g. csv:data/train.csv[:img_col:cap_col]")
+    path = Path(args[0])
+    img_col, cap_col = (args[1], args[2]) if len(args) >= 3 else ("filepath", "title")
+    grouped = _read_table(path, img_col, cap_col)
+    if not explicit_split:
+        keep = set(_hash_split(list(grouped), split))
+        grouped = {p: c for p, c in grouped.items() if p in keep}
+    return _from_files(f"csv:{path}:{split}", grouped)
+
+
+def _flickr8k(args: list[str], split: str) -> ImageTextData:
+    if not args or not args[0]:
+        raise DataError("flickr8k: needs a folder, e.g. flickr8k:../shared/data/flickr8k[:train]")
+    root = Path(args[0])
+    if not root.is_dir():
+        raise DataError(f"{root}: Flickr8k folder not found")
+    split_file = next((root / "splits" / f"{s}.txt" for s in SPLIT_ALIASES.get(split, (split,))
+                       if (root / "splits" / f"{s}.txt").is_file()), None)
+    if split_file is None:
+        raise DataError(f"{root / 'splits'}: no split file for {split!r}")
+    names = [n.strip() for n in split_file.read_text(encoding="utf-8").splitlines() if n.strip()]
+    table = _read_table(root / "captions.csv", "image", "caption")
+    grouped = {}
+    for n in names:
+        key = str(root / n)
+        if key not in table:
+            raise DataError(f"{split_file}: image {n} has no caption in {root / 'captions.csv'}")
+        grouped[str(root / "images" / n)] = table[key]
+    return _from_files(f"flickr8k:{root}:{split}", grouped)
+
+
+def load_split(spec: str, split: str) -> ImageTextData:
+    """Parse a DATA spec and load `split` of it (a split named in the spec wins)."""
+    kind, _, rest = spec.partition(":")
+    if kind == "synthetic":
+        parts = rest.split(":") if rest else []
+        if len(parts) > 1:
+            split = parts[1]
+        return _synthetic(parts[0] if parts else None, split)
+    if kind == "csv":
+        parts = rest.split(":")
+        explicit = len(parts) in (2, 4)
+        if explicit:
+            split = parts.pop()
+        return _csv(parts, split, explicit)
+    if kind == "flickr8k":
+        parts = rest.split(":")
+        if len(parts) > 1:
+            split = parts[1]
+        return _flickr8k(parts, split)
+    raise DataError(
+        f"unknown data spec {spec!r}: use synthetic[:N], flickr8k:DIR[:split] or csv:FILE[:img_col:cap_col]"
+    )
+
+
+def _decode_all(data: ImageTextData, spec: InputSpec, skip_bad: bool) -> tuple[np.ndarray, list[int], list[str]]:
+    arrays, kept, skipped = [], [], []
+    for i in progress(range(len(data)), f"decoding {data.name} at {spec.size}px"):
+        try:
+            arrays.append(to_uint8_chw(data.image(i), spec))
+            kept.append(i)
+        except DataError as e:
+            if not skip_bad:
+                raise
+            skipped.append(str(e))
+    if not arrays:
+        raise DataError(f"{data.name}: no readable image")
+    return np.stack(arrays), kept, skipped
+
+
+def image_tensor(data: ImageTextData, spec: InputSpec, skip_bad: bool = False) -> tuple[np.ndarray, ImageTextData, list[str]]:
+    """Decode, resize and crop every image once: uint8 (N, 3, S, S).
+
+    Returns the array, the data restricted to the images kept, and the skip reasons (only
+    non-empty with `skip_bad`). Synthetic data is cached on disk keyed by size and interpolation.
+    """
+    cache = None
+    if data.cache_key:
+        cache = cache_dir() / "images" / f"{data.cache_key}-{spec.size}-{spec.interpolation}.npy"
+        if cache.is_file():
+            return np.load(cache), data, []
+    arr, kept, skipped = _decode_all(data, spec, skip_bad)
+    if cache is not None:
+        atomic_save_npy(cache, arr)
+    if len(kept) != len(data):
+        data = ImageTextData(data.name, [data.captions[i] for i in kept], [data.sources[i] for i in kept],
+                             lambda j, f=data.loader, k=kept: f(k[j]), data.class_prompts)
+    return arr, data, skipped

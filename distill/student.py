@@ -1,0 +1,84 @@
+"""The student: a mobile image backbone (timm) + a projection head into the fused text space.
+
+Its forward takes RGB in [0, 1], NCHW float32, and returns L2-normalised embeddings: the mean/std
+normalisation and the L2-norm live inside the module, so the exported graph needs nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn as nn
+
+from ammkd.common.errors import ConfigError
+from ammkd.export.bundle_format import InputSpec
+
+PRESET_DIR = Path(__file__).with_name("presets") / "students"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class StudentArch:
+    """What is needed to rebuild a student: backbone name + kwargs, input size, output dim."""
+
+    backbone: str
+    image_size: int
+    embed_dim: int
+    backbone_kwargs: dict = field(default_factory=dict)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    @property
+    def input_spec(self) -> InputSpec:
+        return InputSpec(size=self.image_size, mean=tuple(self.mean), std=tuple(self.std))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """x / ||x|| along the last dim, written as x * rsqrt(sum x^2): exports as plain ops
+    (ExecuTorch and some converters lack linalg_vector_norm)."""
+    return x * torch.rsqrt((x * x).sum(dim=-1, keepdim=True) + eps)
+
+
+class Student(nn.Module):
+    def __init__(self, arch: StudentArch):
+        super().__init__()
+        self.arch = arch
+        try:
+            self.backbone = timm.create_model(arch.backbone, pretrained=False, num_classes=0, **arch.backbone_kwargs)
+        except (RuntimeError, TypeError) as e:
+            raise ConfigError(f"student backbone {arch.backbone!r}: {e}") from None
+        with torch.no_grad():  # pooled width; timm's num_features can precede a conv head
+            width = self.backbone.eval()(torch.zeros(1, 3, arch.image_size, arch.image_size)).shape[-1]
+        self.head = nn.Linear(width, arch.embed_dim)
+        self.register_buffer("mean", torch.tensor(arch.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(arch.std).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """image (B, 3, S, S) RGB in [0, 1] -> L2-normalised embedding (B, embed_dim)."""
+        return l2_normalize(self.head(self.backbone((image - self.mean) / self.std)))
+
+
+def student_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.json"))
+
+
+def create_student(name: str, embed_dim: int, image_size: int | None = None) -> Student:
+    """A preset name (presets/students/*.json) or any timm model name -> a randomly initialised Student."""
+    preset = PRESET_DIR / f"{name}.json"
+    if preset.is_file():
+        cfg = json.loads(preset.read_text())
+    elif timm.is_model(name):
+        cfg = {"backbone": name, "image_size": 64}
+    else:
+        raise ConfigError(f"unknown student {name!r}: use a preset ({', '.join(student_presets())}) or a timm model name")
+    if image_size:
+        cfg["image_size"] = image_size
+    return Student(StudentArch(embed_dim=embed_dim, **cfg))

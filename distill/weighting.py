@@ -1,0 +1,67 @@
+"""Adaptive teacher weights: the min-norm point of the teachers' gradients (AE-KD, DESIGN.md §5).
+
+min_a || sum_k a_k g_k ||^2  subject to  sum_k a_k = 1,  0 <= a_k <= C (the tolerance cap).
+The gradients are taken w.r.t. the student's logits, flattened over the batch: (K, P).
+"""
+
+from __future__ import annotations
+
+import torch
+
+WEIGHTINGS = ("adaptive", "equal", "fixed", "single", "none")
+
+
+def project_capped_simplex(v: torch.Tensor, cap: float, iters: int = 60) -> torch.Tensor:
+    """Euclidean projection of v (K,) onto {a : sum a = 1, 0 <= a <= cap}, by bisection on the shift."""
+    lo, hi = (v.min() - cap).item(), v.max().item()
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        if (v - mid).clamp(0, cap).sum() > 1:
+            lo = mid
+        else:
+            hi = mid
+    return (v - 0.5 * (lo + hi)).clamp(0, cap)
+
+
+def min_norm_weights(grads: torch.Tensor, cap: float = 0.6, iters: int = 200) -> torch.Tensor:
+    """grads (K, P) -> weights (K,) on the capped simplex minimising ||weights @ grads||^2.
+
+    K = 2: closed form a = ((g2 - g1) . g2) / ||g1 - g2||^2, clipped to [1 - C, C].
+    K > 2: projected gradient descent on the K x K Gram matrix (a convex QP).
+    """
+    k = grads.shape[0]
+    if cap * k < 1 - 1e-9:
+        raise ValueError(f"tolerance cap {cap} is infeasible for {k} teachers (needs cap >= 1/{k})")
+    g = grads.double().reshape(k, -1)
+    if k == 1:
+        return torch.ones(1, dtype=grads.dtype)
+    if k == 2:
+        diff = g[0] - g[1]
+        denom = diff.dot(diff)
+        a = 0.5 if denom <= 1e-30 else ((g[1] - g[0]).dot(g[1]) / denom).item()
+        a = min(max(a, 1 - cap), cap)
+        return torch.tensor([a, 1 - a], dtype=grads.dtype)
+    gram = g @ g.T
+    a = torch.full((k,), 1.0 / k, dtype=torch.float64)
+    step = 1.0 / (2 * torch.linalg.eigvalsh(gram).max().clamp(min=1e-30))
+    for _ in range(iters):
+        a = project_capped_simplex(a - step * 2 * (gram @ a), cap)
+    return a.to(grads.dtype)
+
+
+def teacher_weights(mode: str, grads: torch.Tensor, cap: float = 0.6,
+                    fixed: list[float] | None = None, single: int = 0) -> torch.Tensor:
+    """Weights (K,) for one step under a weighting mode (`WEIGHTINGS`)."""
+    k = grads.shape[0]
+    if mode == "adaptive":
+        return min_norm_weights(grads, cap)
+    if mode == "equal":
+        return torch.full((k,), 1.0 / k)
+    if mode == "fixed":
+        w = torch.tensor(fixed, dtype=torch.float32)
+        return w / w.sum()
+    if mode == "single":
+        return torch.nn.functional.one_hot(torch.tensor(single), k).float()
+    if mode == "none":
+        return torch.zeros(k)
+    raise ValueError(f"unknown weighting {mode!r}; use one of {WEIGHTINGS}")

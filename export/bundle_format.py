@@ -1,0 +1,189 @@
+"""The bundle format: one home for its constants, its input spec, its schema, writing and reading.
+
+A bundle is a folder whose single source of truth is `manifest.json`. Every other file is named
+by the manifest (paths relative to the bundle folder) with its SHA-256 and byte size; numeric
+arrays are raw little-endian row-major binaries so any language reads them in a few lines.
+This module imports neither torch nor onnx: the runtime and the apps' test tools read it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ammkd.common.errors import BundleError
+from ammkd.common.files import atomic_write_json, sha256_file
+
+FORMAT_NAME = "ammkd-bundle"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+SCHEMA_FILE = Path(__file__).with_name("manifest.schema.json")
+
+_DTYPES = {"float16": "<f2", "float32": "<f4", "int32": "<i4", "int64": "<i8", "uint8": "u1"}
+
+
+@dataclass
+class InputSpec:
+    """How a photo becomes the encoder's input tensor; enough to reimplement in any language.
+
+    The image is converted to RGB, resized so its shorter side is `size` (aspect kept) with
+    `interpolation`, centre-cropped to `size`x`size`, scaled to `value_range` (uint8/255 for
+    [0, 1]) and laid out NCHW float32. `mean`/`std` are applied inside the graph when
+    `normalization_in_graph` is true (the default), otherwise by the caller.
+    """
+
+    size: int
+    resize: str = "shortest_side"  # resize the shorter side to `size`, keep the aspect ratio
+    interpolation: str = "bicubic"  # PIL semantics (antialiased when downscaling)
+    crop: str = "center"
+    value_range: tuple[float, float] = (0.0, 1.0)
+    mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+    std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+    normalization_in_graph: bool = True
+    layout: str = "NCHW"
+    color: str = "RGB"
+    dtype: str = "float32"
+    name: str = "image"
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "InputSpec":
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        for k in ("value_range", "mean", "std"):
+            if k in known:
+                known[k] = tuple(float(v) for v in known[k])
+        return cls(**known)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for k in ("value_range", "mean", "std"):
+            d[k] = list(d[k])
+        return d
+
+
+@dataclass
+class FileEntry:
+    """A file of the bundle: relative path, SHA-256, size, and for arrays dtype + shape."""
+
+    path: str
+    sha256: str
+    bytes: int
+    dtype: str | None = None
+    shape: list[int] | None = None
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def file_entry(bundle_dir: Path, rel: str, dtype: str | None = None, shape=None) -> FileEntry:
+    """Describe an already-written file of the bundle."""
+    p = Path(bundle_dir) / rel
+    return FileEntry(rel, sha256_file(p), p.stat().st_size, dtype, list(shape) if shape is not None else None)
+
+
+def write_array(bundle_dir: Path, rel: str, array: np.ndarray, dtype: str) -> FileEntry:
+    """Write `array` as a raw little-endian row-major binary and return its entry."""
+    arr = np.ascontiguousarray(array, dtype=_DTYPES[dtype])
+    p = Path(bundle_dir) / rel
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(arr.tobytes(order="C"))
+    return file_entry(bundle_dir, rel, dtype, arr.shape)
+
+
+def load_schema() -> dict:
+    return json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+
+
+def validate_manifest(manifest: dict, where: str = MANIFEST) -> None:
+    """Raise BundleError naming the first schema violation."""
+    import jsonschema
+
+    try:
+        jsonschema.validate(manifest, load_schema())
+    except jsonschema.ValidationError as e:
+        at = "/".join(str(p) for p in e.absolute_path) or "(top level)"
+        raise BundleError(f"{where}: invalid manifest at {at}: {e.message}") from None
+
+
+def write_manifest(bundle_dir: Path, manifest: dict) -> Path:
+    manifest = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **manifest}
+    validate_manifest(manifest, str(Path(bundle_dir) / MANIFEST))
+    return atomic_write_json(Path(bundle_dir) / MANIFEST, manifest)
+
+
+@dataclass
+class BundleReader:
+    """Reads a bundle folder; every file is hash-checked before its bytes are used."""
+
+    root: Path
+    manifest: dict = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, root: str | Path) -> "BundleReader":
+        root = Path(root)
+        mpath = root / MANIFEST
+        if not root.is_dir():
+            raise BundleError(f"{root}: not a bundle folder (it does not exist or is not a directory)")
+        if not mpath.is_file():
+            raise BundleError(f"{mpath}: missing; a bundle folder must contain {MANIFEST}")
+        try:
+            manifest = json.loads(mpath.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise BundleError(f"{mpath}: not valid JSON ({e}); the file is truncated or corrupt") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+            raise BundleError(f"{mpath}: not an {FORMAT_NAME} manifest")
+        version = manifest.get("format_version")
+        if version != FORMAT_VERSION:
+            raise BundleError(
+                f"{mpath}: format_version {version!r} is not supported by this ammkd "
+                f"(it reads version {FORMAT_VERSION}); re-export the bundle or upgrade ammkd"
+            )
+        validate_manifest(manifest, str(mpath))
+        return cls(root, manifest)
+
+    def path(self, entry: dict) -> Path:
+        """Absolute path of a file entry after checking it exists, its size and its SHA-256."""
+        rel = entry["path"]
+        p = (self.root / rel).resolve()
+        if self.root.resolve() not in p.parents:
+            raise BundleError(f"{self.root / MANIFEST}: file path {rel!r} points outside the bundle")
+        if not p.is_file():
+            raise BundleError(f"{self.root / rel}: missing from the bundle")
+        size = p.stat().st_size
+        if size != entry["bytes"]:
+            raise BundleError(
+                f"{self.root / rel}: size {size} bytes, manifest says {entry['bytes']} (truncated or replaced)"
+            )
+        if sha256_file(p) != entry["sha256"]:
+            raise BundleError(f"{self.root / rel}: SHA-256 does not match the manifest (file was modified)")
+        return p
+
+    def read_bytes(self, entry: dict) -> bytes:
+        return self.path(entry).read_bytes()
+
+    def read_json(self, entry: dict) -> Any:
+        return json.loads(self.read_bytes(entry).decode("utf-8"))
+
+    def read_array(self, entry: dict) -> np.ndarray:
+        """A raw binary entry as an array of its manifest dtype and shape."""
+        data = self.read_bytes(entry)
+        arr = np.frombuffer(data, dtype=_DTYPES[entry["dtype"]])
+        expected = int(np.prod(entry["shape"]))
+        if arr.size != expected:
+            raise BundleError(f"{self.root / entry['path']}: {arr.size} values, shape {entry['shape']} needs {expected}")
+        return arr.reshape(entry["shape"])
+
+    @property
+    def input_spec(self) -> InputSpec:
+        return InputSpec.from_dict(self.manifest["input"])
+
+    def target(self, role: str = "image_encoder", fmt: str | None = None) -> dict:
+        """The manifest entry of the first target with this role (and format, if given)."""
+        for t in self.manifest["targets"]:
+            if t["role"] == role and (fmt is None or t["format"] == fmt):
+                return t
+        have = ", ".join(f"{t['role']}/{t['format']}" for t in self.manifest["targets"]) or "none"
+        raise BundleError(f"{self.root / MANIFEST}: no {role} target in format {fmt or 'any'} (has: {have})")

@@ -1,0 +1,66 @@
+"""The on-device loop, on the host: read the bundle, preprocess, encode, search the index."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ammkd.export.bundle_format import BundleReader
+from ammkd.mobile_runtime.backends import OnnxImageEncoder
+from ammkd.mobile_runtime.preprocess import preprocess
+from ammkd.mobile_runtime.search import topk
+
+
+@dataclass
+class Hit:
+    id: int
+    text: str
+    score: float  # cosine similarity
+
+
+@dataclass
+class Retriever:
+    """Image -> top-k texts of the bundle's index. `timings_ms` holds the last call's stages."""
+
+    bundle: BundleReader
+    encoder: OnnxImageEncoder
+    index: np.ndarray  # (N, D) float32, decoded once from the fp16 file
+    texts: list[str]
+    timings_ms: dict = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, bundle_dir: str | Path, threads: int = 1) -> "Retriever":
+        """Verify and load a bundle (hashes of every file are checked before use)."""
+        t0 = time.perf_counter()
+        bundle = BundleReader.open(bundle_dir)
+        target = bundle.target("image_encoder", "onnx")
+        encoder = OnnxImageEncoder(bundle.path(target["file"]), threads)
+        idx = bundle.manifest["index"]
+        index = bundle.read_array(idx["vectors"]).astype(np.float32)
+        texts = bundle.read_json(idx["texts"])
+        r = cls(bundle, encoder, index, texts)
+        r.timings_ms["load"] = (time.perf_counter() - t0) * 1e3
+        return r
+
+    def embed(self, image: str | Path | Image.Image | np.ndarray) -> np.ndarray:
+        """One image (path, PIL, or HxWx3/4 uint8) -> embedding (D,)."""
+        t0 = time.perf_counter()
+        x = preprocess(image, self.bundle.input_spec)
+        t1 = time.perf_counter()
+        emb = self.encoder.embed(x)[0]
+        t2 = time.perf_counter()
+        self.timings_ms.update(preprocess=(t1 - t0) * 1e3, encode=(t2 - t1) * 1e3)
+        return emb
+
+    def search_embedding(self, emb: np.ndarray, k: int = 5) -> list[Hit]:
+        t0 = time.perf_counter()
+        ids, scores = topk(emb, self.index, k)
+        self.timings_ms["search"] = (time.perf_counter() - t0) * 1e3
+        return [Hit(int(i), self.texts[i], float(s)) for i, s in zip(ids, scores)]
+
+    def top_texts(self, image, k: int = 5) -> list[Hit]:
+        return self.search_embedding(self.embed(image), k)
