@@ -10,20 +10,31 @@ import time
 from pathlib import Path
 
 import numpy as np
+from ammkd.common.errors import ConfigError
+from ammkd.common.files import atomic_write_json
 from rich.console import Console
 from rich.table import Table
 
-from ammkd.common.errors import ConfigError
-from ammkd.common.files import atomic_write_json
-
 # Presets are data: the sizes that keep each preset inside its time budget on 2 CPU cores.
 PRESETS = {
-    "smoke": {"data": "synthetic:600", "teacher_epochs": 6, "teacher_batch": 64,
-              "student": "ammkd-mobilenet-small", "student_epochs": 6, "student_batch": 64,
-              "weightings": ["adaptive"]},
-    "default": {"data": "synthetic", "teacher_epochs": 12, "teacher_batch": 128,
-                "student": "ammkd-mobilenet", "student_epochs": 15, "student_batch": 128,
-                "weightings": ["adaptive", "equal"]},
+    "smoke": {
+        "data": "synthetic:600",
+        "teacher_epochs": {"vit": 6, "rn": 6},
+        "teacher_batch": 64,
+        "student": "ammkd-mnv3-small-050",
+        "student_epochs": 6,
+        "student_batch": 64,
+        "weightings": ["adaptive"],
+    },
+    "default": {
+        "data": "synthetic:16000",
+        "teacher_epochs": {"vit": 6, "rn": 3},
+        "teacher_batch": 128,
+        "student": "ammkd-mnv3-small",
+        "student_epochs": 4,
+        "student_batch": 128,
+        "weightings": ["adaptive", "equal"],
+    },
 }
 TEACHERS = {"vit": "ammkd-tiny-vit", "rn": "ammkd-tiny-rn"}
 
@@ -42,7 +53,12 @@ def _onnx_latency(module, size: int, path: Path) -> float:
 def run_demo(preset: str, out: str | Path) -> dict:
     """Train two teachers, distil students, export the adaptive one, search with it. Returns the summary."""
     from ammkd.distill.evaluate import evaluate
-    from ammkd.distill.teachers import TeacherConfig, TeacherImageEncoder, load_teacher, train_teacher
+    from ammkd.distill.teachers import (
+        TeacherConfig,
+        TeacherImageEncoder,
+        load_teacher,
+        train_teacher,
+    )
     from ammkd.distill.train import DistillConfig, distill, load_student
     from ammkd.export.bundle import export_bundle
     from ammkd.mobile_runtime.retriever import Retriever
@@ -56,19 +72,32 @@ def run_demo(preset: str, out: str | Path) -> dict:
     teacher_dirs = []
     for short, name in TEACHERS.items():
         tdir = out / "teachers" / short
-        train_teacher(TeacherConfig(model=name, data=p["data"], epochs=p["teacher_epochs"],
-                                    batch_size=p["teacher_batch"]), tdir)
+        train_teacher(
+            TeacherConfig(model=name, data=p["data"], epochs=p["teacher_epochs"][short], batch_size=p["teacher_batch"]),
+            tdir,
+        )
         teacher = load_teacher(str(tdir))
         rows[f"teacher {name}"] = {
             **evaluate(str(tdir), p["data"]),
             "params_M": round(sum(q.numel() for q in teacher.model.visual.parameters()) / 1e6, 3),
-            "onnx_ms": _onnx_latency(TeacherImageEncoder(teacher), teacher.spec.size, out / "latency" / f"{short}.onnx"),
+            "onnx_ms": _onnx_latency(
+                TeacherImageEncoder(teacher), teacher.spec.size, out / "latency" / f"{short}.onnx"
+            ),
         }
         teacher_dirs.append(str(tdir))
     for weighting in p["weightings"]:
         sdir = out / "students" / weighting
-        distill(DistillConfig(teachers=teacher_dirs, data=p["data"], student=p["student"], weighting=weighting,
-                              epochs=p["student_epochs"], batch_size=p["student_batch"]), sdir)
+        distill(
+            DistillConfig(
+                teachers=teacher_dirs,
+                data=p["data"],
+                student=p["student"],
+                weighting=weighting,
+                epochs=p["student_epochs"],
+                batch_size=p["student_batch"],
+            ),
+            sdir,
+        )
         student, _ = load_student(sdir)
         rows[f"student {weighting}"] = {
             **evaluate(str(sdir), p["data"]),
@@ -100,11 +129,17 @@ def print_summary(s: dict, console: Console) -> None:
     for col in ["model", "params M", "i2t@1", "i2t@5", "i2t@10", "t2i@1", "t2i@5", "t2i@10", "mean", "ONNX ms"]:
         table.add_column(col, justify="left" if col == "model" else "right", no_wrap=col == "model")
     for name, m in s["rows"].items():
-        table.add_row(name, f"{m['params_M']:.2f}" if "params_M" in m else "", *[f"{m[k]:.1f}" for k in keys],
-                      f"{m['onnx_ms']:.2f}" if "onnx_ms" in m else "")
+        table.add_row(
+            name,
+            f"{m['params_M']:.2f}" if "params_M" in m else "",
+            *[f"{m[k]:.1f}" for k in keys],
+            f"{m['onnx_ms']:.2f}" if "onnx_ms" in m else "",
+        )
     console.print(table)
     p = s["parity"]
-    console.print(f"bundle: [bold]{s['bundle']}[/bold] ({s['bundle_MB']:.2f} MB); ONNX vs PyTorch cosine min "
-                  f"{p['cosine_min']:.6f}, top-1 agreement {p['top1_agreement']:.3f}")
+    console.print(
+        f"bundle: [bold]{s['bundle']}[/bold] ({s['bundle_MB']:.2f} MB); ONNX vs PyTorch cosine min "
+        f"{p['cosine_min']:.6f}, top-1 agreement {p['top1_agreement']:.3f}"
+    )
     console.print(f"search {s['example']['image']}: " + "; ".join(f"{t} ({sc:.3f})" for t, sc in s["example"]["top3"]))
     console.print(f"finished in {s['seconds']:.0f} s")

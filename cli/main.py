@@ -8,13 +8,16 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from ammkd.common.errors import AmmkdError
 from rich.console import Console
 from rich.table import Table
 
-from ammkd.common.errors import AmmkdError
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Distil CLIP teachers into a phone-sized image encoder and ship it as a bundle.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Distil CLIP teachers into a phone-sized image encoder and ship it as a bundle.",
+)
 teachers_app = typer.Typer(no_args_is_help=True, help="Train or inspect CLIP teachers.")
 app.add_typer(teachers_app, name="teachers")
 out = Console(width=max(120, Console().width))
@@ -42,6 +45,7 @@ def teachers_train(
     batch_size: Optional[int] = typer.Option(None),
     lr: Optional[float] = typer.Option(None),
     config: Optional[Path] = typer.Option(None, help="YAML/TOML/JSON TeacherConfig; options override it."),
+    resume: bool = typer.Option(False, help="Continue an interrupted run from its last checkpoint in --out."),
 ):
     """Contrastively train one teacher (open_clip ClipLoss) on the train split."""
     from ammkd.common.config import load_config
@@ -50,9 +54,10 @@ def teachers_train(
 
     if preset and model:
         raise AmmkdError("give --preset or --model, not both")
-    cfg = load_config(TeacherConfig, config, model=preset or model, data=data, epochs=epochs,
-                      batch_size=batch_size, lr=lr)
-    train_teacher(cfg, out_dir)
+    cfg = load_config(
+        TeacherConfig, config, model=preset or model, data=data, epochs=epochs, batch_size=batch_size, lr=lr
+    )
+    train_teacher(cfg, out_dir, resume=resume)
     metrics = evaluate(str(out_dir), cfg.data)
     out.print(_metrics_table(f"teacher {cfg.model} on {cfg.data} (val)", {str(out_dir): metrics}))
     out.print(f"teacher written to [bold]{out_dir}[/bold]")
@@ -68,15 +73,25 @@ def distill(
     epochs: Optional[float] = typer.Option(None),
     tolerance: Optional[float] = typer.Option(None, help="Cap C on a teacher's weight (adaptive)."),
     config: Optional[Path] = typer.Option(None, help="YAML/TOML/JSON DistillConfig; options override it."),
+    resume: bool = typer.Option(False, help="Continue an interrupted run from its last checkpoint in --out."),
 ):
     """Distil a student from the teachers (AMMKD: KL over class vectors, adaptive weights)."""
     from ammkd.common.config import load_config
     from ammkd.distill.evaluate import evaluate
-    from ammkd.distill.train import DistillConfig, distill as run
+    from ammkd.distill.train import DistillConfig
+    from ammkd.distill.train import distill as run
 
-    cfg = load_config(DistillConfig, config, teachers=[t for t in teachers.split(",") if t], data=data,
-                      weighting=weighting, student=student, epochs=epochs, tolerance=tolerance)
-    run(cfg, out_dir)
+    cfg = load_config(
+        DistillConfig,
+        config,
+        teachers=[t for t in teachers.split(",") if t],
+        data=data,
+        weighting=weighting,
+        student=student,
+        epochs=epochs,
+        tolerance=tolerance,
+    )
+    run(cfg, out_dir, resume=resume)
     metrics = evaluate(str(out_dir), cfg.data)
     out.print(_metrics_table(f"student ({cfg.weighting}) on {cfg.data} (val)", {str(out_dir): metrics}))
     out.print(f"student written to [bold]{out_dir}[/bold]")
@@ -121,8 +136,13 @@ def export(
         table.add_column(col)
     for t in manifest["targets"]:
         p = t["parity"]
-        table.add_row(f"{t['format']}/{t['quantization']}", t["file"]["path"], f"{t['file']['bytes'] / 1e6:.2f}",
-                      f"{p['cosine_min']:.6f}", f"{p['top1_agreement']:.3f}")
+        table.add_row(
+            f"{t['format']}/{t['quantization']}",
+            t["file"]["path"],
+            f"{t['file']['bytes'] / 1e6:.2f}",
+            f"{p['cosine_min']:.6f}",
+            f"{p['top1_agreement']:.3f}",
+        )
     out.print(table)
     out.print(f"index: {manifest['index']['count']} texts x {manifest['index']['dim']} (fp16)")
 
@@ -141,8 +161,15 @@ def search(
     r = Retriever.open(bundle, threads=threads)
     hits = r.top_texts(image, k)
     if as_json:
-        print(json.dumps({"image": str(image), "hits": [h.__dict__ for h in hits],
-                          "timings_ms": {k: round(v, 3) for k, v in r.timings_ms.items()}}))
+        print(
+            json.dumps(
+                {
+                    "image": str(image),
+                    "hits": [h.__dict__ for h in hits],
+                    "timings_ms": {k: round(v, 3) for k, v in r.timings_ms.items()},
+                }
+            )
+        )
         return
     table = Table(title=f"top {k} for {image}")
     table.add_column("#", justify="right")
@@ -152,8 +179,10 @@ def search(
         table.add_row(str(rank), f"{h.score:.3f}", h.text)
     out.print(table)
     t = r.timings_ms
-    out.print(f"load {t['load']:.1f} ms, preprocess {t['preprocess']:.1f} ms, encode {t['encode']:.1f} ms, "
-              f"search {t['search']:.2f} ms")
+    out.print(
+        f"load {t['load']:.1f} ms, preprocess {t['preprocess']:.1f} ms, encode {t['encode']:.1f} ms, "
+        f"search {t['search']:.2f} ms"
+    )
 
 
 @app.command()
@@ -179,9 +208,6 @@ def main() -> None:
     except AmmkdError as e:
         err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
         sys.exit(1)
-    except KeyboardInterrupt:
-        err.print("[red]interrupted[/red]")
-        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -6,10 +6,9 @@ import dataclasses
 import json
 import tomllib
 from pathlib import Path
-from typing import Any, TypeVar, get_type_hints
+from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
 import yaml
-
 from ammkd.common.errors import ConfigError
 from ammkd.common.files import atomic_write_json
 
@@ -19,8 +18,8 @@ C = TypeVar("C")
 def _read(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
-    text = path.read_text(encoding="utf-8")
     try:
+        text = path.read_text(encoding="utf-8")
         if path.suffix in (".yaml", ".yml"):
             data = yaml.safe_load(text) or {}
         elif path.suffix == ".toml":
@@ -29,28 +28,43 @@ def _read(path: Path) -> dict:
             data = json.loads(text)
         else:
             raise ConfigError(f"{path}: unknown config type (use .yaml, .toml or .json)")
-    except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
+    except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot parse ({e})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of option names to values")
     return data
 
 
-def _coerce(cls, name: str, value: Any, hint: Any, where: str) -> Any:
-    base = hint if isinstance(hint, type) else None
-    if value is None or base is None:
+def _coerce(name: str, value: Any, hint: Any, where: str) -> Any:
+    """Check `value` against a field's type hint (scalars, X | None, list[X]); convert strings."""
+    args = get_args(hint)
+    if type(None) in args:  # X | None
+        if value is None:
+            return None
+        hint = next(a for a in args if a is not type(None))
+    if value is None:
+        raise ConfigError(f"{where}: option {name!r} needs a value")
+    if get_origin(hint) is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: option {name!r} must be a list, got {value!r}")
+        (item,) = get_args(hint) or (None,)
+        return [_coerce(f"{name}[{i}]", v, item, where) for i, v in enumerate(value)]
+    if not isinstance(hint, type):
         return value
     try:
-        if base is bool and isinstance(value, str):
-            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+        if hint is bool:
+            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+                return value.lower() in ("true", "1", "yes")
+            if not isinstance(value, bool):
                 raise ValueError(value)
-            return value.lower() in ("true", "1", "yes")
-        if base in (int, float, str) and not isinstance(value, base):
-            if base is int and isinstance(value, float) and not value.is_integer():
+        elif hint in (int, float, str) and not isinstance(value, hint) or isinstance(value, bool):
+            if hint is int and isinstance(value, float) and not value.is_integer():
                 raise ValueError(value)
-            return base(value)
+            if isinstance(value, bool) or isinstance(value, (list, dict)):
+                raise ValueError(value)
+            return hint(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{where}: option {name!r} must be {base.__name__}, got {value!r}") from None
+        raise ConfigError(f"{where}: option {name!r} must be {hint.__name__}, got {value!r}") from None
     return value
 
 
@@ -61,7 +75,7 @@ def build_config(cls: type[C], values: dict, where: str = "config") -> C:
     if unknown:
         raise ConfigError(f"{where}: unknown option(s) {unknown}; known: {sorted(fields)}")
     hints = get_type_hints(cls)
-    kwargs = {k: _coerce(cls, k, v, hints.get(k), where) for k, v in values.items()}
+    kwargs = {k: _coerce(k, v, hints.get(k), where) for k, v in values.items()}
     try:
         cfg = cls(**kwargs)
     except TypeError as e:

@@ -1,6 +1,6 @@
 """Image-caption datasets behind the DATA spec string, and their decoded image tensors.
 
-Specs (DESIGN.md): `synthetic[:N]`, `flickr8k:DIR[:split]`, `csv:FILE[:img_col:cap_col]`.
+Specs (DESIGN.md): `synthetic[:N]`, `flickr8k:DIR[:split]`, `csv:FILE[:img_col:cap_col][:all]`.
 A stage asks for a split ("train" or "val"); a split named in the spec overrides it, so
 `ammkd eval --data flickr8k:DIR:dev` evaluates on dev.
 """
@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from PIL import Image
-
 from ammkd.common.errors import DataError
 from ammkd.common.files import atomic_save_npy
 from ammkd.common.paths import cache_dir
@@ -23,6 +24,7 @@ from ammkd.common.progress import progress
 from ammkd.distill import synthetic
 from ammkd.export.bundle_format import InputSpec
 from ammkd.mobile_runtime.preprocess import load_rgb, to_uint8_chw
+from PIL import Image
 
 DEFAULT_SYNTHETIC_IMAGES = 4000
 SYNTHETIC_SEED = 0
@@ -78,8 +80,8 @@ def _synthetic(arg: str | None, split: str) -> ImageTextData:
     except ValueError:
         raise DataError(f"synthetic:{arg}: the image count must be an integer") from None
     if n < 20:
-        raise DataError(f"synthetic:{n}: need at least 20 images (80/10/10 train/val/test)")
-    if split not in synthetic.SPLIT_FRACTIONS:
+        raise DataError(f"synthetic:{n}: need at least 20 images (train/val/test)")
+    if split not in synthetic.SPLITS:
         raise DataError(f"synthetic: unknown split {split!r} (use train, val or test)")
     idx = list(synthetic.split_range(n, split))
     return ImageTextData(
@@ -88,7 +90,7 @@ def _synthetic(arg: str | None, split: str) -> ImageTextData:
         sources=[f"synthetic/{SYNTHETIC_SEED}/{i}" for i in idx],
         loader=lambda j: synthetic.render(SYNTHETIC_SEED, idx[j], size=SYNTHETIC_NATIVE_SIZE)[0],
         class_prompts=synthetic.class_prompts(),
-        cache_key=f"synthetic-s{SYNTHETIC_SEED}-n{n}-{split}",
+        cache_key=f"synthetic-v{synthetic.VERSION}-s{SYNTHETIC_SEED}-{idx[0]}-{idx[-1] + 1}" if idx else None,
     )
 
 
@@ -113,6 +115,8 @@ def _read_table(path: Path, img_col: str, cap_col: str) -> dict[str, list[str]]:
                 grouped.setdefault(str((path.parent / img)), []).append(cap.strip())
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text ({e})") from None
+    except csv.Error as e:
+        raise DataError(f"{path}: malformed CSV ({e})") from None
     if not grouped:
         raise DataError(f"{path}: no rows")
     return grouped
@@ -125,20 +129,25 @@ def _from_files(name: str, grouped: dict[str, list[str]]) -> ImageTextData:
 
 def _hash_split(paths: list[str], split: str) -> list[str]:
     """A deterministic 90/10 train/val split by path hash, for datasets without split files."""
+
     def is_val(p: str) -> bool:
         return hashlib.sha1(Path(p).name.encode()).digest()[0] < 26  # ~10%
+
     if split not in ("train", "val", "dev"):
         raise DataError(f"unknown split {split!r} for a dataset without split files (use train or val)")
     return [p for p in paths if is_val(p) == (split != "train")]
 
 
-def _csv(args: list[str], split: str, explicit_split: bool) -> ImageTextData:
+def _csv(args: list[str], split: str, whole: bool) -> ImageTextData:
+    """A CSV has no split files: rows split 90/10 by image-name hash, or all rows with `:all`."""
     if not args or not args[0]:
         raise DataError("csv: needs a file, e.g. csv:data/train.csv[:img_col:cap_col]")
+    if len(args) not in (1, 3):
+        raise DataError(f"csv:{':'.join(args)}: give both column names (csv:FILE:img_col:cap_col) or neither")
     path = Path(args[0])
-    img_col, cap_col = (args[1], args[2]) if len(args) >= 3 else ("filepath", "title")
+    img_col, cap_col = (args[1], args[2]) if len(args) == 3 else ("filepath", "title")
     grouped = _read_table(path, img_col, cap_col)
-    if not explicit_split:
+    if not whole:
         keep = set(_hash_split(list(grouped), split))
         grouped = {p: c for p, c in grouped.items() if p in keep}
     return _from_files(f"csv:{path}:{split}", grouped)
@@ -150,8 +159,14 @@ def _flickr8k(args: list[str], split: str) -> ImageTextData:
     root = Path(args[0])
     if not root.is_dir():
         raise DataError(f"{root}: Flickr8k folder not found")
-    split_file = next((root / "splits" / f"{s}.txt" for s in SPLIT_ALIASES.get(split, (split,))
-                       if (root / "splits" / f"{s}.txt").is_file()), None)
+    split_file = next(
+        (
+            root / "splits" / f"{s}.txt"
+            for s in SPLIT_ALIASES.get(split, (split,))
+            if (root / "splits" / f"{s}.txt").is_file()
+        ),
+        None,
+    )
     if split_file is None:
         raise DataError(f"{root / 'splits'}: no split file for {split!r}")
     names = [n.strip() for n in split_file.read_text(encoding="utf-8").splitlines() if n.strip()]
@@ -175,10 +190,10 @@ def load_split(spec: str, split: str) -> ImageTextData:
         return _synthetic(parts[0] if parts else None, split)
     if kind == "csv":
         parts = rest.split(":")
-        explicit = len(parts) in (2, 4)
-        if explicit:
-            split = parts.pop()
-        return _csv(parts, split, explicit)
+        whole = len(parts) > 1 and parts[-1] == "all"
+        if whole:
+            parts.pop()
+        return _csv(parts, split, whole)
     if kind == "flickr8k":
         parts = rest.split(":")
         if len(parts) > 1:
@@ -187,6 +202,25 @@ def load_split(spec: str, split: str) -> ImageTextData:
     raise DataError(
         f"unknown data spec {spec!r}: use synthetic[:N], flickr8k:DIR[:split] or csv:FILE[:img_col:cap_col]"
     )
+
+
+def _render_chunk(job: tuple[int, list[int], InputSpec]) -> np.ndarray:
+    """Worker: synthetic images `indices` -> uint8 (n, 3, S, S). Module-level so it pickles."""
+    seed, indices, spec = job
+    return np.stack([to_uint8_chw(synthetic.render(seed, i, SYNTHETIC_NATIVE_SIZE)[0], spec) for i in indices])
+
+
+def _render_synthetic(data: ImageTextData, spec: InputSpec) -> np.ndarray:
+    """Render a synthetic split on every core (rendering is pure CPU, ~3 ms an image)."""
+    indices = [int(s.rsplit("/", 1)[1]) for s in data.sources]
+    chunks = [indices[i : i + 500] for i in range(0, len(indices), 500)]
+    jobs = [(SYNTHETIC_SEED, c, spec) for c in chunks]
+    workers = min(len(jobs), os.cpu_count() or 1)
+    if workers <= 1:
+        return np.concatenate([_render_chunk(j) for j in jobs])
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        parts = list(progress(pool.map(_render_chunk, jobs), f"rendering {data.name}", total=len(jobs)))
+    return np.concatenate(parts)
 
 
 def _decode_all(data: ImageTextData, spec: InputSpec, skip_bad: bool) -> tuple[np.ndarray, list[int], list[str]]:
@@ -204,7 +238,9 @@ def _decode_all(data: ImageTextData, spec: InputSpec, skip_bad: bool) -> tuple[n
     return np.stack(arrays), kept, skipped
 
 
-def image_tensor(data: ImageTextData, spec: InputSpec, skip_bad: bool = False) -> tuple[np.ndarray, ImageTextData, list[str]]:
+def image_tensor(
+    data: ImageTextData, spec: InputSpec, skip_bad: bool = False
+) -> tuple[np.ndarray, ImageTextData, list[str]]:
     """Decode, resize and crop every image once: uint8 (N, 3, S, S).
 
     Returns the array, the data restricted to the images kept, and the skip reasons (only
@@ -215,10 +251,17 @@ def image_tensor(data: ImageTextData, spec: InputSpec, skip_bad: bool = False) -
         cache = cache_dir() / "images" / f"{data.cache_key}-{spec.size}-{spec.interpolation}.npy"
         if cache.is_file():
             return np.load(cache), data, []
-    arr, kept, skipped = _decode_all(data, spec, skip_bad)
-    if cache is not None:
+    if cache is not None:  # synthetic: rendered in parallel, never unreadable
+        arr = _render_synthetic(data, spec)
         atomic_save_npy(cache, arr)
+        return arr, data, []
+    arr, kept, skipped = _decode_all(data, spec, skip_bad)
     if len(kept) != len(data):
-        data = ImageTextData(data.name, [data.captions[i] for i in kept], [data.sources[i] for i in kept],
-                             lambda j, f=data.loader, k=kept: f(k[j]), data.class_prompts)
+        data = ImageTextData(
+            data.name,
+            [data.captions[i] for i in kept],
+            [data.sources[i] for i in kept],
+            lambda j, f=data.loader, k=kept: f(k[j]),
+            data.class_prompts,
+        )
     return arr, data, skipped

@@ -8,8 +8,9 @@ import torch
 KS = (1, 5, 10)
 
 
-def recall_at_k(image_emb: np.ndarray | torch.Tensor, text_emb: np.ndarray | torch.Tensor,
-                text_owner: np.ndarray, ks=KS) -> dict[str, float]:
+def recall_at_k(
+    image_emb: np.ndarray | torch.Tensor, text_emb: np.ndarray | torch.Tensor, text_owner: np.ndarray, ks=KS
+) -> dict[str, float]:
     """Standard Flickr/COCO retrieval recall, in percent.
 
     image_emb (I, D) and text_emb (T, D) unit rows; text_owner (T,) the image of each text.
@@ -25,7 +26,7 @@ def recall_at_k(image_emb: np.ndarray | torch.Tensor, text_emb: np.ndarray | tor
     # i2t: the rank of an image's best-ranked own caption.
     order = sim.argsort(dim=1, descending=True)
     own = owner[order] == torch.arange(len(img))[:, None]
-    first_hit = own.float().argmax(dim=1)
+    first_hit = torch.where(own.any(dim=1), own.float().argmax(dim=1), len(txt))  # no caption: never a hit
     for k in ks:
         out[f"i2t_R@{k}"] = 100.0 * (first_hit < k).float().mean().item()
     top = sim.T.topk(min(kmax, len(img)), dim=1).indices  # (T, k)
@@ -54,7 +55,7 @@ def evaluate_student(model_dir, data) -> dict[str, float]:
     images, data, _ = image_tensor(data, student.arch.input_spec)
     with torch.no_grad():
         x = torch.from_numpy(images).float() / 255.0
-        img = torch.cat([student(x[i:i + 256]) for i in range(0, len(x), 256)])
+        img = torch.cat([student(x[i : i + 256]) for i in range(0, len(x), 256)])
     unique, per_image = data.texts()
     fused = fused_text_vectors([load_teacher(t) for t in meta["teachers"]], unique, meta["fusion"])
     ids = np.array([i for ids in per_image for i in ids])
@@ -79,8 +80,10 @@ def evaluate_bundle(bundle_dir, data) -> dict[str, float]:
     row = {t: i for i, t in enumerate(r.texts)}
     missing = [t for t in texts if t not in row]
     if missing:
-        raise DataError(f"{bundle_dir}: {len(missing)} caption(s) of {data.name} are not in the bundle's "
-                        f"text set, e.g. {missing[0]!r}; evaluate the student folder instead")
+        raise DataError(
+            f"{bundle_dir}: {len(missing)} caption(s) of {data.name} are not in the bundle's "
+            f"text set, e.g. {missing[0]!r}; evaluate the student folder instead"
+        )
     return recall_at_k(emb, r.index[[row[t] for t in texts]], owner)
 
 

@@ -14,8 +14,9 @@ def kl_distill(teacher_logits: torch.Tensor, student_logits: torch.Tensor, tempe
     return temperature**2 * (log_p.exp() * (log_p - log_q)).sum(-1).mean()
 
 
-def kl_grad_wrt_student_logits(teacher_logits: torch.Tensor, student_logits: torch.Tensor,
-                               temperature: float = 1.0) -> torch.Tensor:
+def kl_grad_wrt_student_logits(
+    teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
     """Gradient of `kl_distill` w.r.t. student_logits, in closed form: T * (q - p) / B. (B, N).
 
     d KL(p || softmax(z/T)) / dz = (q - p) / T; times T^2 and 1/B from the batch mean.

@@ -13,7 +13,6 @@ from pathlib import Path
 import timm
 import torch
 import torch.nn as nn
-
 from ammkd.common.errors import ConfigError
 from ammkd.export.bundle_format import InputSpec
 
@@ -78,7 +77,9 @@ def create_student(name: str, embed_dim: int, image_size: int | None = None) -> 
     elif timm.is_model(name):
         cfg = {"backbone": name, "image_size": 64}
     else:
-        raise ConfigError(f"unknown student {name!r}: use a preset ({', '.join(student_presets())}) or a timm model name")
+        raise ConfigError(
+            f"unknown student {name!r}: use a preset ({', '.join(student_presets())}) or a timm model name"
+        )
     if image_size:
         cfg["image_size"] = image_size
     return Student(StudentArch(embed_dim=embed_dim, **cfg))

@@ -31,11 +31,15 @@ BACKGROUNDS = ["plain", "striped", "checkered", "noisy", "gradient"]
 BG_TONES = [(128, 128, 128), (170, 160, 140), (95, 110, 120), (150, 175, 165), (185, 170, 190), (110, 95, 85)]
 RELATIONS = {"left": "to the left of", "right": "to the right of", "above": "above", "below": "below"}
 INVERSE = {"left": "right", "right": "left", "above": "below", "below": "above"}
-GRID = [["in the top left corner", "at the top", "in the top right corner"],
-        ["on the left", "in the center", "on the right"],
-        ["in the bottom left corner", "at the bottom", "in the bottom right corner"]]
+GRID = [
+    ["in the top left corner", "at the top", "in the top right corner"],
+    ["on the left", "in the center", "on the right"],
+    ["in the bottom left corner", "at the bottom", "in the bottom right corner"],
+]
 NUMBERS = {2: "two", 3: "three"}
-SPLIT_FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
+VERSION = 2  # bump when rendering or captions change: keys the on-disk image cache
+SPLITS = ("train", "val", "test")
+HELDOUT_MAX = 500
 SUPERSAMPLE = 4  # draw at 4x and downsample: antialiased edges
 
 
@@ -55,10 +59,12 @@ def class_prompts() -> list[str]:
 
 
 def split_range(n_images: int, split: str) -> range:
-    """Indices of `split` among n_images (80/10/10 train/val/test, in that order)."""
-    n_train = int(n_images * SPLIT_FRACTIONS["train"])
-    n_val = int(n_images * SPLIT_FRACTIONS["val"])
-    bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, n_images)}
+    """Indices of `split` among n_images: val and test are 10% each but at most HELDOUT_MAX
+    images (like Flickr's 1k test sets, retrieval difficulty should not grow with the train set);
+    train is the rest. Order: train, val, test."""
+    n_held = min(n_images // 10, HELDOUT_MAX)
+    n_train = n_images - 2 * n_held
+    bounds = {"train": (0, n_train), "val": (n_train, n_train + n_held), "test": (n_train + n_held, n_images)}
     return range(*bounds[split])
 
 
@@ -153,19 +159,33 @@ def _captions(rng: np.random.Generator, objs: list[Obj], facts: dict, bg: str) -
     bg_phrase = f" on a {bg} background"
     if facts["kind"] == "single":
         full = f"a {a.size} {a.color} {a.shape} {facts['where']}"
-        caps = [full + bg_phrase, full, f"{rng.choice(lead)} {a.color} {a.shape} {facts['where']}",
-                f"{rng.choice(lead)} {a.size} {a.color} {a.shape}", f"a {a.color} {a.shape}"]
+        caps = [
+            full + bg_phrase,
+            full,
+            f"{rng.choice(lead)} {a.color} {a.shape} {facts['where']}",
+            f"{rng.choice(lead)} {a.size} {a.color} {a.shape}",
+            f"a {a.color} {a.shape}",
+        ]
     elif facts["kind"] == "count":
         n, plural = NUMBERS[facts["n"]], PLURAL[a.shape]
-        caps = [f"{n} {a.color} {plural}{bg_phrase}", f"{n} small {a.color} {plural}",
-                f"a group of {n} {plural}", f"several {a.color} {plural}", f"{n} {plural}"]
+        caps = [
+            f"{n} {a.color} {plural}{bg_phrase}",
+            f"{n} small {a.color} {plural}",
+            f"a group of {n} {a.color} {plural}",
+            f"several {a.color} {plural}{bg_phrase}",
+            f"{n} {plural}",
+        ]
     else:
         b, rel = objs[1], facts["rel"]
         fwd = f"a {a.color} {a.shape} {RELATIONS[rel]} a {b.color} {b.shape}"
         inv = f"a {b.color} {b.shape} {RELATIONS[INVERSE[rel]]} a {a.color} {a.shape}"
-        caps = [f"a {a.size} {a.color} {a.shape} {RELATIONS[rel]} a {b.size} {b.color} {b.shape}",
-                fwd + bg_phrase, inv, f"a {a.color} {a.shape} and a {b.color} {b.shape}",
-                f"a {(o := objs[int(rng.integers(2))]).color} {o.shape} next to another shape"]
+        caps = [
+            f"a {a.size} {a.color} {a.shape} {RELATIONS[rel]} a {b.size} {b.color} {b.shape}",
+            fwd + bg_phrase,
+            inv,
+            f"a {a.color} {a.shape} and a {b.color} {b.shape}",
+            f"a {(o := objs[int(rng.integers(2))]).color} {o.shape} next to a {objs[1 - objs.index(o)].shape}",
+        ]
     return [" ".join(c.split()) for c in caps]
 
 

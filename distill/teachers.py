@@ -10,24 +10,31 @@ A teacher spec is one of:
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
-
-from ammkd.common.errors import ConfigError
-from ammkd.common.files import append_jsonl, atomic_write, atomic_write_json, sha256_file
 from ammkd.common.config import save_config
+from ammkd.common.errors import ConfigError
+from ammkd.common.files import (
+    append_jsonl,
+    atomic_write,
+    atomic_write_json,
+    sha256_file,
+)
 from ammkd.common.progress import progress
 from ammkd.distill.data import image_tensor, load_split
+from ammkd.distill.schedule import Checkpointer, adamw, batch_indices, cosine_lr, set_lr, step_rng, total_steps
 from ammkd.export.bundle_format import InputSpec
+from safetensors.torch import save_file
 
 PRESET_DIR = Path(__file__).with_name("presets") / "teachers"
 CONFIG_FILE = "open_clip_config.json"
@@ -57,8 +64,11 @@ class Teacher:
 
     @property
     def dim(self) -> int:
-        return int(self.model.text_projection.shape[1]) if hasattr(self.model, "text_projection") \
+        return (
+            int(self.model.text_projection.shape[1])
+            if hasattr(self.model, "text_projection")
             else int(self.model.visual.output_dim)
+        )
 
     @property
     def logit_scale(self) -> float:
@@ -80,22 +90,47 @@ class Teacher:
     def encode_images(self, images_u8: np.ndarray | torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         self.model.eval()
         x = torch.as_tensor(images_u8)
-        return torch.cat([self.image_features(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+        return torch.cat([self.image_features(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
 
     @torch.no_grad()
     def encode_texts(self, texts: list[str], batch_size: int = 512) -> torch.Tensor:
         self.model.eval()
         chunks = range(0, len(texts), batch_size)
-        return torch.cat([self.text_features(texts[i:i + batch_size])
-                          for i in progress(chunks, f"encoding {len(texts)} texts ({self.name})")])
+        return torch.cat(
+            [
+                self.text_features(texts[i : i + batch_size])
+                for i in progress(chunks, f"encoding {len(texts)} texts ({self.name})")
+            ]
+        )
 
 
 def _input_spec(model: torch.nn.Module, preprocess_cfg: dict | None = None) -> InputSpec:
     cfg = preprocess_cfg or getattr(model.visual, "preprocess_cfg", {}) or {}
     size = cfg.get("size", model.visual.image_size)
     size = size[0] if isinstance(size, (list, tuple)) else size
-    return InputSpec(size=int(size), interpolation=cfg.get("interpolation", "bicubic"),
-                     mean=tuple(cfg.get("mean", OPENAI_MEAN)), std=tuple(cfg.get("std", OPENAI_STD)))
+    return InputSpec(
+        size=int(size),
+        interpolation=cfg.get("interpolation", "bicubic"),
+        mean=tuple(cfg.get("mean", OPENAI_MEAN)),
+        std=tuple(cfg.get("std", OPENAI_STD)),
+    )
+
+
+@contextlib.contextmanager
+def _quiet_random_init():
+    """open_clip warns on every model built without weights; for a preset that is the point."""
+
+    class Drop(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "No pretrained weights loaded" not in record.getMessage()
+
+    root = logging.getLogger()
+    f = Drop()
+    root.addFilter(f)
+    try:
+        yield
+    finally:
+        root.removeFilter(f)
 
 
 def load_teacher(spec: str) -> Teacher:
@@ -106,11 +141,15 @@ def load_teacher(spec: str) -> Teacher:
             raise ConfigError(f"{path}: not a teacher folder (no {CONFIG_FILE})")
         if not (path / WEIGHTS_FILE).is_file():
             raise ConfigError(f"{path}: teacher folder has no {WEIGHTS_FILE}")
-        cfg = json.loads((path / CONFIG_FILE).read_text())
-        model = open_clip.create_model(f"local-dir:{path}")
-        tokenizer = open_clip.get_tokenizer(f"local-dir:{path}")
-        return Teacher(str(path), model, tokenizer, _input_spec(model, cfg.get("preprocess_cfg")),
-                       sha256_file(path / WEIGHTS_FILE))
+        try:
+            cfg = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
+            model = open_clip.create_model(f"local-dir:{path}")
+            tokenizer = open_clip.get_tokenizer(f"local-dir:{path}")
+        except (json.JSONDecodeError, UnicodeDecodeError, ValueError, KeyError, RuntimeError, OSError) as e:
+            raise ConfigError(f"{path}: teacher folder does not load ({type(e).__name__}: {e})") from None
+        return Teacher(
+            str(path), model, tokenizer, _input_spec(model, cfg.get("preprocess_cfg")), sha256_file(path / WEIGHTS_FILE)
+        )
     name, _, pretrained = spec.partition(":")
     if name not in open_clip.list_models():
         raise ConfigError(
@@ -121,28 +160,45 @@ def load_teacher(spec: str) -> Teacher:
         tags = ", ".join(open_clip.list_pretrained_tags_by_model(name)) or "none"
         raise ConfigError(f"teacher {spec!r}: unknown pretrained tag {pretrained!r} for {name} (known: {tags})")
     try:
-        model = open_clip.create_model(name, pretrained=pretrained or None)
+        with _quiet_random_init():
+            model = open_clip.create_model(name, pretrained=pretrained or None)
     except Exception as e:  # hub downloads fail offline with many exception types
         raise ConfigError(
             f"teacher {spec!r}: could not fetch pretrained weights ({type(e).__name__}: {e}); this needs "
             f"internet access to the model hub; offline, use a local teacher folder"
         ) from None
-    return Teacher(spec, model, open_clip.get_tokenizer(name), _input_spec(model),
-                   f"{spec}" if pretrained else f"{spec}:random-init")
+    return Teacher(
+        spec,
+        model,
+        open_clip.get_tokenizer(name),
+        _input_spec(model),
+        f"{spec}" if pretrained else f"{spec}:random-init",
+    )
 
 
 def save_teacher(teacher: Teacher, out: Path, extra: dict) -> None:
     """Write an open_clip `local-dir:` folder: config + safetensors weights + ammkd metadata."""
     out.mkdir(parents=True, exist_ok=True)
     name = teacher.name.partition(":")[0]
-    model_cfg = open_clip.get_model_config(name) if name in open_clip.list_models() else \
-        json.loads((Path(teacher.name) / CONFIG_FILE).read_text())["model_cfg"]
+    model_cfg = (
+        open_clip.get_model_config(name)
+        if name in open_clip.list_models()
+        else json.loads((Path(teacher.name) / CONFIG_FILE).read_text())["model_cfg"]
+    )
     s = teacher.spec
-    atomic_write_json(out / CONFIG_FILE, {
-        "model_cfg": model_cfg,
-        "preprocess_cfg": {"size": s.size, "mean": list(s.mean), "std": list(s.std),
-                           "interpolation": s.interpolation, "resize_mode": "shortest"},
-    })
+    atomic_write_json(
+        out / CONFIG_FILE,
+        {
+            "model_cfg": model_cfg,
+            "preprocess_cfg": {
+                "size": s.size,
+                "mean": list(s.mean),
+                "std": list(s.std),
+                "interpolation": s.interpolation,
+                "resize_mode": "shortest",
+            },
+        },
+    )
     state = {k: v.detach().contiguous() for k, v in teacher.model.state_dict().items()}
     atomic_write(out / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp)))
     atomic_write_json(out / "teacher.json", {"weights_sha256": sha256_file(out / WEIGHTS_FILE), **extra})
@@ -160,24 +216,18 @@ class TeacherConfig:
     weight_decay: float = 0.1
     warmup_fraction: float = 0.05
     seed: int = 0
+    checkpoint_every: int = 100  # steps; 0 disables
 
     def validate(self) -> None:
         if self.epochs <= 0 or self.batch_size < 2 or self.lr <= 0:
             raise ConfigError("teacher config: epochs and lr must be > 0 and batch_size >= 2")
 
 
-def cosine_lr(step: int, total: int, base: float, warmup: int) -> float:
-    """Linear warm-up then cosine decay to zero."""
-    if step < warmup:
-        return base * (step + 1) / warmup
-    t = (step - warmup) / max(1, total - warmup)
-    return 0.5 * base * (1 + math.cos(math.pi * t))
-
-
-def train_teacher(cfg: TeacherConfig, out: str | Path) -> Path:
+def train_teacher(cfg: TeacherConfig, out: str | Path, resume: bool = False) -> Path:
     """Train a teacher contrastively on `cfg.data` (train split) and save it to `out`.
 
-    Each step pairs every image with one of its captions drawn at random. Returns `out`.
+    Each step pairs every image with one of its captions drawn at random. With `resume`, an
+    interrupted run continues from its last checkpoint in `out`. Returns `out`.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -187,27 +237,19 @@ def train_teacher(cfg: TeacherConfig, out: str | Path) -> Path:
     data = load_split(cfg.data, "train")
     images, data, _ = image_tensor(data, teacher.spec)
     images = torch.from_numpy(images)
-    rng = np.random.default_rng(cfg.seed)
     model = teacher.model.train()
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    opt = adamw(model.named_parameters(), cfg.lr, cfg.weight_decay)
     loss_fn = open_clip.ClipLoss()
-    steps_per_epoch = max(1, len(data) // cfg.batch_size)
-    total = max(1, round(cfg.epochs * steps_per_epoch))
+    total = total_steps(len(data), cfg.batch_size, cfg.epochs)
     warmup = max(1, round(cfg.warmup_fraction * total))
     log = out / "metrics.jsonl"
-    log.unlink(missing_ok=True)
-    order = np.array([], dtype=np.int64)
+    ckpt = Checkpointer(out, cfg.checkpoint_every, resume, log, asdict(cfg), model=model, optimizer=opt)
     t0 = time.time()
-    for step in progress(range(total), f"training teacher {cfg.model}"):
-        if len(order) < cfg.batch_size:
-            order = np.concatenate([order, rng.permutation(len(data))])
-        idx, order = order[:cfg.batch_size], order[cfg.batch_size:]
+    for step in progress(range(ckpt.start(), total), f"training teacher {cfg.model}"):
+        idx = batch_indices(step, len(data), cfg.batch_size, cfg.seed)
+        rng = step_rng(cfg.seed, step)
         texts = [data.captions[i][rng.integers(len(data.captions[i]))] for i in idx]
-        for g in opt.param_groups:
-            g["lr"] = cosine_lr(step, total, cfg.lr, warmup)
+        set_lr(opt, cosine_lr(step, total, cfg.lr, warmup))
         img = teacher.image_features(images[idx])
         txt = teacher.text_features(texts)
         loss = loss_fn(img, txt, model.logit_scale.exp())
@@ -217,11 +259,24 @@ def train_teacher(cfg: TeacherConfig, out: str | Path) -> Path:
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
         if step % 10 == 0 or step == total - 1:
-            append_jsonl(log, {"step": step, "loss": round(loss.item(), 5), "lr": opt.param_groups[0]["lr"],
-                               "logit_scale": round(teacher.logit_scale, 3), "elapsed_s": round(time.time() - t0, 2)})
+            append_jsonl(
+                log,
+                {
+                    "step": step,
+                    "loss": round(loss.item(), 5),
+                    "lr": opt.param_groups[0]["lr"],
+                    "logit_scale": round(teacher.logit_scale, 3),
+                    "elapsed_s": round(time.time() - t0, 2),
+                },
+            )
+        ckpt.step_done(step, total)
     model.eval()
-    save_teacher(teacher, out, {"source": cfg.model, "data": cfg.data, "steps": total,
-                                "train_seconds": round(time.time() - t0, 1)})
+    save_teacher(
+        teacher,
+        out,
+        {"source": cfg.model, "data": cfg.data, "steps": total, "train_seconds": round(time.time() - t0, 1)},
+    )
+    ckpt.finish()
     return out
 
 

@@ -14,25 +14,34 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
-
 from ammkd.common.config import save_config
 from ammkd.common.errors import ConfigError, DataError
-from ammkd.common.files import append_jsonl, atomic_save_npy, atomic_write, atomic_write_json
+from ammkd.common.files import (
+    append_jsonl,
+    atomic_save_npy,
+    atomic_write,
+    atomic_write_json,
+)
 from ammkd.common.progress import progress
 from ammkd.distill.class_vectors import class_vectors
 from ammkd.distill.data import ImageTextData, image_tensor, load_split
 from ammkd.distill.fusion import FUSIONS, fuse_class_vectors, fused_dim
-from ammkd.distill.losses import kl_distill, kl_grad_wrt_student_logits, soft_cross_entropy
+from ammkd.distill.losses import (
+    kl_distill,
+    kl_grad_wrt_student_logits,
+    soft_cross_entropy,
+)
+from ammkd.distill.schedule import Checkpointer, adamw, batch_indices, cosine_lr, read_log, set_lr, total_steps
 from ammkd.distill.student import Student, StudentArch, create_student
-from ammkd.distill.teachers import Teacher, cosine_lr, load_teacher
+from ammkd.distill.teachers import Teacher, load_teacher
 from ammkd.distill.weighting import WEIGHTINGS, teacher_weights
+from safetensors.torch import load_file, save_file
 
 STUDENT_WEIGHTS = "student.safetensors"
 STUDENT_META = "student.json"
@@ -44,7 +53,7 @@ INDEX_VECTORS = "index_vectors.npy"
 class DistillConfig:
     teachers: list[str] = field(default_factory=list)
     data: str = "synthetic"
-    student: str = "ammkd-mobilenet"
+    student: str = "ammkd-mnv3-large"
     image_size: int | None = None  # default: the student preset's
     weighting: str = "adaptive"
     tolerance: float = 0.6  # cap C on any teacher's weight (AE-KD's tolerance)
@@ -60,6 +69,7 @@ class DistillConfig:
     weight_decay: float = 0.05
     warmup_fraction: float = 0.05
     seed: int = 0
+    checkpoint_every: int = 100  # steps; 0 disables
 
     def validate(self) -> None:
         k = len(self.teachers)
@@ -69,10 +79,14 @@ class DistillConfig:
             raise ConfigError(f"distill: unknown weighting {self.weighting!r}; use one of {list(WEIGHTINGS)}")
         if self.fusion not in FUSIONS:
             raise ConfigError(f"distill: unknown fusion {self.fusion!r}; use one of {list(FUSIONS)}")
-        if self.weighting == "adaptive" and not (1.0 / k <= self.tolerance <= 1.0):
+        if self.weighting == "adaptive" and k > 1 and not (1.0 / k <= self.tolerance <= 1.0):
             raise ConfigError(f"distill: tolerance must be in [1/{k}, 1] for {k} teachers, got {self.tolerance}")
-        if self.weighting == "fixed" and (not self.fixed_weights or len(self.fixed_weights) != k
-                                          or min(self.fixed_weights) < 0 or sum(self.fixed_weights) <= 0):
+        if self.weighting == "fixed" and (
+            not self.fixed_weights
+            or len(self.fixed_weights) != k
+            or min(self.fixed_weights) < 0
+            or sum(self.fixed_weights) <= 0
+        ):
             raise ConfigError(f"distill: fixed weighting needs {k} non-negative fixed_weights")
         if self.weighting == "single" and not 0 <= self.single_teacher < k:
             raise ConfigError(f"distill: single_teacher must be in [0, {k - 1}]")
@@ -85,15 +99,33 @@ def fused_text_vectors(teachers: list[Teacher], texts: list[str], fusion: str = 
     return fuse_class_vectors([class_vectors(t, texts) for t in teachers], fusion)
 
 
-def _teacher_logits(teachers: list[Teacher], data: ImageTextData, texts: list[str]) -> list[torch.Tensor]:
-    """Per teacher, logits of every training image over the text set: K x (M, N), float16 to save memory."""
-    out = []
-    for t in teachers:
-        images, _, _ = image_tensor(data, t.spec)
-        vecs = torch.from_numpy(class_vectors(t, texts))
-        feats = t.encode_images(images)
-        out.append((t.logit_scale * feats @ vecs.T).half())
-    return out
+@dataclass
+class TeacherOutputs:
+    """A frozen teacher's image embeddings of the whole train split (M, D_k), computed once, and
+    its class vectors (N, D_k): a batch's logits are then one small matmul, never an (M, N) table."""
+
+    features: torch.Tensor
+    class_vectors: torch.Tensor
+    logit_scale: float
+
+    @classmethod
+    def compute(cls, teacher: Teacher, data: ImageTextData, texts: list[str]) -> "TeacherOutputs":
+        images, _, _ = image_tensor(data, teacher.spec)
+        vecs = torch.from_numpy(class_vectors(teacher, texts))
+        return cls(teacher.encode_images(images), vecs, teacher.logit_scale)
+
+    def logits(self, idx: torch.Tensor) -> torch.Tensor:
+        """(B, N) logits of the images `idx` over the text set."""
+        return self.logit_scale * self.features[idx] @ self.class_vectors.T
+
+
+def _caption_targets(per_image: list[list[int]], idx: torch.Tensor, n_texts: int) -> torch.Tensor:
+    """(B, N) target distribution: uniform over each image's captions (a repeated caption counts twice)."""
+    target = torch.zeros(len(idx), n_texts)
+    for row, i in enumerate(idx.tolist()):
+        ids = torch.tensor(per_image[i])
+        target[row].index_add_(0, ids, torch.full((len(ids),), 1.0 / len(ids)))
+    return target
 
 
 def load_student(model_dir: str | Path) -> tuple[Student, dict]:
@@ -102,20 +134,27 @@ def load_student(model_dir: str | Path) -> tuple[Student, dict]:
     meta_path = model_dir / STUDENT_META
     if not meta_path.is_file():
         raise ConfigError(f"{model_dir}: not a student folder (no {STUDENT_META})")
-    meta = json.loads(meta_path.read_text())
-    student = Student(StudentArch(**meta["arch"]))
-    student.load_state_dict(load_file(str(model_dir / STUDENT_WEIGHTS)))
+    weights = model_dir / STUDENT_WEIGHTS
+    if not weights.is_file():
+        raise ConfigError(f"{weights}: missing; the student folder is incomplete (re-run ammkd distill)")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        student = Student(StudentArch(**meta["arch"]))
+        student.load_state_dict(load_file(str(weights)))
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise ConfigError(f"{meta_path}: unreadable student metadata ({type(e).__name__}: {e})") from None
+    except (RuntimeError, OSError) as e:  # safetensors header errors, shape mismatches
+        raise ConfigError(f"{weights}: does not load into the architecture in {STUDENT_META} ({e})") from None
     return student.eval(), meta
 
 
-def distill(cfg: DistillConfig, out: str | Path) -> Path:
-    """Train a student from cfg.teachers on cfg.data (train split); write it, its index and its
-    validation metrics to `out`. Returns `out`."""
+def distill(cfg: DistillConfig, out: str | Path, resume: bool = False) -> Path:
+    """Train a student from cfg.teachers on cfg.data (train split); write it and its index to
+    `out`. With `resume`, an interrupted run continues from its last checkpoint. Returns `out`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.json")
     torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
     teachers = [load_teacher(t) for t in cfg.teachers]
     for t in teachers:
         t.model.eval().requires_grad_(False)
@@ -124,56 +163,52 @@ def distill(cfg: DistillConfig, out: str | Path) -> Path:
     dim = fused_dim([t.dim for t in teachers], cfg.fusion)
     student = create_student(cfg.student, dim, cfg.image_size)
     c_f = torch.from_numpy(fused_text_vectors(teachers, texts, cfg.fusion))  # (N, D_f)
-    t_logits = _teacher_logits(teachers, data, texts)  # K x (M, N)
+    outputs = [TeacherOutputs.compute(t, data, texts) for t in teachers]
     images, _, _ = image_tensor(data, student.arch.input_spec)
     images = torch.from_numpy(images)
-    target = torch.zeros(len(data), len(texts))
-    for i, ids in enumerate(per_image):
-        target[i, ids] = 1.0 / len(ids)  # ids may repeat: a caption given twice counts twice
 
-    log_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))
-    params = list(student.parameters()) + [log_scale]
-    opt = torch.optim.AdamW([{"params": [p for p in student.parameters() if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-                             {"params": [p for p in student.parameters() if p.ndim < 2] + [log_scale], "weight_decay": 0.0}],
-                            lr=cfg.lr)
-    steps_per_epoch = max(1, len(data) // cfg.batch_size)
-    total = max(1, round(cfg.epochs * steps_per_epoch))
+    log_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))  # student's learnable 1/tau
+    opt = adamw([*student.named_parameters(), ("logit_scale", log_scale)], cfg.lr, cfg.weight_decay)
+    total = total_steps(len(data), cfg.batch_size, cfg.epochs)
     warmup = max(1, round(cfg.warmup_fraction * total))
     log = out / "metrics.jsonl"
-    log.unlink(missing_ok=True)
-    order = np.array([], dtype=np.int64)
-    alphas = []
+    ckpt = Checkpointer(
+        out, cfg.checkpoint_every, resume, log, asdict(cfg), model=student, optimizer=opt, logit_scale=log_scale
+    )
     t0 = time.time()
     student.train()
-    for step in progress(range(total), f"distilling ({cfg.weighting})"):
-        if len(order) < cfg.batch_size:
-            order = np.concatenate([order, rng.permutation(len(data))])
-        idx, order = torch.from_numpy(order[:cfg.batch_size]), order[cfg.batch_size:]
-        for g in opt.param_groups:
-            g["lr"] = cosine_lr(step, total, cfg.lr, warmup)
+    for step in progress(range(ckpt.start(), total), f"distilling ({cfg.weighting})"):
+        idx = torch.from_numpy(batch_indices(step, len(data), cfg.batch_size, cfg.seed))
+        set_lr(opt, cosine_lr(step, total, cfg.lr, warmup))
         emb = student(images[idx].float() / 255.0)
         z_s = log_scale.exp() * emb @ c_f.T  # (B, N)
-        z_t = [tl[idx].float() for tl in t_logits]
+        z_t = [o.logits(idx) for o in outputs]
         grads = torch.stack([kl_grad_wrt_student_logits(z, z_s.detach(), cfg.kd_temperature).flatten() for z in z_t])
         alpha = teacher_weights(cfg.weighting, grads, cfg.tolerance, cfg.fixed_weights, cfg.single_teacher)
         kls = [kl_distill(z, z_s, cfg.kd_temperature) for z in z_t]
         kd = sum(a * kl for a, kl in zip(alpha.tolist(), kls))
-        task = soft_cross_entropy(z_s, target[idx])
+        task = soft_cross_entropy(z_s, _caption_targets(per_image, idx, len(texts)))
         loss = cfg.kd_weight * kd + cfg.task_weight * task
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         with torch.no_grad():
             log_scale.clamp_(0, math.log(100))
-        alphas.append(alpha.tolist())
         if step % 5 == 0 or step == total - 1:
-            record = {"step": step, "loss": round(loss.item(), 5), "task": round(task.item(), 5),
-                      "kl": [round(k.item(), 5) for k in kls], "alpha": [round(a, 4) for a in alpha.tolist()],
-                      "lr": opt.param_groups[0]["lr"], "student_scale": round(log_scale.exp().item(), 3),
-                      "elapsed_s": round(time.time() - t0, 2)}
+            record = {
+                "step": step,
+                "loss": round(loss.item(), 5),
+                "task": round(task.item(), 5),
+                "kl": [round(k.item(), 5) for k in kls],
+                "alpha": [round(a, 4) for a in alpha.tolist()],
+                "lr": opt.param_groups[0]["lr"],
+                "student_scale": round(log_scale.exp().item(), 3),
+                "elapsed_s": round(time.time() - t0, 2),
+            }
             if len(grads) == 2:
                 record["grad_cosine"] = round(F.cosine_similarity(grads[0], grads[1], dim=0).item(), 4)
             append_jsonl(log, record)
+        ckpt.step_done(step, total)
     student.eval()
     train_seconds = time.time() - t0
 
@@ -183,16 +218,25 @@ def distill(cfg: DistillConfig, out: str | Path) -> Path:
     meta = {
         "arch": student.arch.to_dict(),
         "teachers": [str(Path(t).resolve()) if Path(t).is_dir() else t for t in cfg.teachers],
+        "teacher_ids": [_teacher_id(t) for t in teachers],
         "fusion": cfg.fusion,
         "weighting": cfg.weighting,
         "logit_scale": round(log_scale.exp().item(), 4),
         "data": cfg.data,
         "steps": total,
         "train_seconds": round(train_seconds, 1),
-        "mean_alpha": np.mean(alphas, axis=0).round(4).tolist(),
+        "mean_alpha": np.mean([r["alpha"] for r in read_log(log)], axis=0).round(4).tolist(),
     }
     atomic_write_json(out / STUDENT_META, meta)
+    ckpt.finish()
     return out
+
+
+def _teacher_id(t: Teacher) -> str:
+    """A host-independent name for a teacher: its folder name and weights hash, or its spec."""
+    if t.fingerprint.endswith(":random-init") or not Path(t.name).is_dir():
+        return t.fingerprint
+    return f"{Path(t.name).name}@sha256:{t.fingerprint[:16]}"
 
 
 def _write_index(out: Path, teachers: list[Teacher], cfg: DistillConfig) -> None:

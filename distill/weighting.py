@@ -49,8 +49,9 @@ def min_norm_weights(grads: torch.Tensor, cap: float = 0.6, iters: int = 200) ->
     return a.to(grads.dtype)
 
 
-def teacher_weights(mode: str, grads: torch.Tensor, cap: float = 0.6,
-                    fixed: list[float] | None = None, single: int = 0) -> torch.Tensor:
+def teacher_weights(
+    mode: str, grads: torch.Tensor, cap: float = 0.6, fixed: list[float] | None = None, single: int = 0
+) -> torch.Tensor:
     """Weights (K,) for one step under a weighting mode (`WEIGHTINGS`)."""
     k = grads.shape[0]
     if mode == "adaptive":

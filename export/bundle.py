@@ -7,6 +7,7 @@ parity gate passes, so a failed export never leaves a half-written bundle behind
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
 import tempfile
@@ -16,12 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from ammkd.common.config import save_config
 from ammkd.common.errors import ConfigError, ExportError
 from ammkd.distill.data import load_split
 from ammkd.distill.train import INDEX_TEXTS, INDEX_VECTORS, load_student
-from ammkd.export.bundle_format import InputSpec, file_entry, write_array, write_manifest
+from ammkd.export.bundle_format import MANIFEST, InputSpec, file_entry, write_array, write_manifest
 from ammkd.export.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
 from ammkd.mobile_runtime.backends import OnnxImageEncoder
 from ammkd.mobile_runtime.preprocess import to_uint8_chw, uint8_to_input
@@ -48,13 +48,17 @@ class ExportConfig:
         if self.target not in TARGETS + ("all",):
             raise ConfigError(f"export: unknown target {self.target!r}; use one of {list(TARGETS) + ['all']}")
         if self.quantize not in QUANTIZATIONS:
-            raise ConfigError(f"export: quantization {self.quantize!r} not supported yet; use one of {list(QUANTIZATIONS)}")
+            raise ConfigError(
+                f"export: quantization {self.quantize!r} not supported yet; use one of {list(QUANTIZATIONS)}"
+            )
         if self.parity_images < 1 or self.golden < 1 or self.topk < 1:
             raise ConfigError("export: parity_images, golden and topk must be >= 1")
 
 
 def _heldout(spec: InputSpec, data_spec: str, n: int):
     data = load_split(data_spec, "val")
+    if len(data) == 0:
+        raise ExportError(f"{data_spec}: the val split is empty; parity needs held-out images (set ExportConfig.data)")
     n = min(n, len(data))
     images = [data.image(i) for i in range(n)]
     u8 = np.stack([to_uint8_chw(im, spec) for im in images])
@@ -62,16 +66,19 @@ def _heldout(spec: InputSpec, data_spec: str, n: int):
 
 
 def _parity(torch_emb: np.ndarray, ort_emb: np.ndarray, index: np.ndarray, index16: np.ndarray, k: int) -> dict:
-    """Exported model + fp16 index vs the PyTorch model + fp32 index, on the same inputs."""
+    """The exported model vs PyTorch on the same inputs, both searched in the shipped fp16 index;
+    plus what storing the index in fp16 alone changes (PyTorch, fp32 vs fp16 index)."""
     cos = (torch_emb * ort_emb).sum(1) / (np.linalg.norm(torch_emb, axis=1) * np.linalg.norm(ort_emb, axis=1))
-    ref = [topk(e, index, k)[0] for e in torch_emb]
+    ref = [topk(e, index16, k)[0] for e in torch_emb]
     got = [topk(e, index16, k)[0] for e in ort_emb]
+    ref32 = [topk(e, index, 1)[0] for e in torch_emb]
     return {
         "images": len(cos),
         "cosine_min": round(float(cos.min()), 6),
         "cosine_mean": round(float(cos.mean()), 6),
         "top1_agreement": round(float(np.mean([r[0] == g[0] for r, g in zip(ref, got)])), 4),
         f"top{k}_overlap": round(float(np.mean([len(set(r) & set(g)) / k for r, g in zip(ref, got)])), 4),
+        "index_fp16_top1_agreement": round(float(np.mean([a[0] == b[0] for a, b in zip(ref32, ref)])), 4),
     }
 
 
@@ -91,12 +98,18 @@ def export_bundle(model_dir: str | Path, out: str | Path, cfg: ExportConfig | No
     """Export the student in `model_dir` to a bundle folder `out` (replaced if it exists)."""
     cfg = cfg or ExportConfig()
     model_dir, out = Path(model_dir), Path(out)
+    _check_destination(model_dir, out)
     student, meta = load_student(model_dir)
     spec = student.arch.input_spec
-    texts = json.loads((model_dir / INDEX_TEXTS).read_text(encoding="utf-8"))
-    index = np.load(model_dir / INDEX_VECTORS).astype(np.float32)
+    try:
+        texts = json.loads((model_dir / INDEX_TEXTS).read_text(encoding="utf-8"))
+        index = np.load(model_dir / INDEX_VECTORS, allow_pickle=False).astype(np.float32)
+    except (OSError, ValueError) as e:  # missing, truncated or not JSON / npy
+        raise ExportError(f"{model_dir}: unreadable index ({INDEX_TEXTS}, {INDEX_VECTORS}): {e}") from None
     if index.shape != (len(texts), student.arch.embed_dim):
-        raise ExportError(f"{model_dir}: index {index.shape} does not match {len(texts)} texts x dim {student.arch.embed_dim}")
+        raise ExportError(
+            f"{model_dir}: index {index.shape} does not match {len(texts)} texts x dim {student.arch.embed_dim}"
+        )
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -120,38 +133,82 @@ def export_bundle(model_dir: str | Path, out: str | Path, cfg: ExportConfig | No
         for g in range(min(cfg.golden, len(images))):
             images[g].save(tmp / f"golden/image_{g}.png")
             ids, scores = topk(ort_emb[g], index16, cfg.topk)
-            golden.append({
-                "image": file_entry(tmp, f"golden/image_{g}.png").to_dict(),
-                "input": write_array(tmp, f"golden/input_{g}.f32.bin", x[g:g + 1], "float32").to_dict(),
-                "embedding": write_array(tmp, f"golden/embedding_{g}.f32.bin", ort_emb[g], "float32").to_dict(),
-                "topk_ids": ids.tolist(),
-                "topk_scores": [round(float(s), 6) for s in scores],
-            })
+            golden.append(
+                {
+                    "image": file_entry(tmp, f"golden/image_{g}.png").to_dict(),
+                    "input": write_array(tmp, f"golden/input_{g}.f32.bin", x[g : g + 1], "float32").to_dict(),
+                    "embedding": write_array(tmp, f"golden/embedding_{g}.f32.bin", ort_emb[g], "float32").to_dict(),
+                    "topk_ids": ids.tolist(),
+                    "topk_scores": [round(float(s), 6) for s in scores],
+                }
+            )
         manifest = {
-            "model": {"id": f"ammkd-{student.arch.backbone}-{student.arch.embed_dim}", "teachers": meta["teachers"],
-                      "fusion": meta["fusion"], "weighting": meta["weighting"], "params": sum(p.numel() for p in student.parameters())},
+            "model": {
+                "id": f"ammkd-{student.arch.backbone}-{student.arch.embed_dim}",
+                "teachers": meta["teacher_ids"],
+                "fusion": meta["fusion"],
+                "weighting": meta["weighting"],
+                "params": sum(p.numel() for p in student.parameters()),
+            },
             "input": spec.to_dict(),
             "output": {"name": OUTPUT_NAME, "dim": student.arch.embed_dim, "normalized": True, "dtype": "float32"},
-            "targets": [{
-                "role": "image_encoder", "format": "onnx", "file": file_entry(tmp, "image_encoder.onnx").to_dict(),
-                "dtype": "float32", "quantization": cfg.quantize, "batch": 1, "opset": cfg.opset,
-                "input_name": INPUT_NAME, "output_name": OUTPUT_NAME, "parity": parity,
-            }],
-            "index": {"count": len(texts), "dim": int(index.shape[1]), "normalized": True, "metric": "inner_product",
-                      "vectors": vectors.to_dict(), "texts": file_entry(tmp, "index/texts.json").to_dict(),
-                      **({"faiss": faiss_entry} if faiss_entry else {})},
+            "targets": [
+                {
+                    "role": "image_encoder",
+                    "format": "onnx",
+                    "file": file_entry(tmp, "image_encoder.onnx").to_dict(),
+                    "dtype": "float32",
+                    "quantization": cfg.quantize,
+                    "batch": 1,
+                    "opset": cfg.opset,
+                    "input_name": INPUT_NAME,
+                    "output_name": OUTPUT_NAME,
+                    "parity": parity,
+                }
+            ],
+            "index": {
+                "count": len(texts),
+                "dim": int(index.shape[1]),
+                "normalized": True,
+                "metric": "inner_product",
+                "vectors": vectors.to_dict(),
+                "texts": file_entry(tmp, "index/texts.json").to_dict(),
+                **({"faiss": faiss_entry} if faiss_entry else {}),
+            },
             "golden": golden,
             "tools": _tools(),
         }
         save_config(cfg, tmp / "export_config.json")
         write_manifest(tmp, manifest)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        tmp.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared
+        _swap_into_place(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _check_destination(model_dir: Path, out: Path) -> None:
+    """Refuse an `out` whose replacement would destroy something that is not a bundle."""
+    src, dst = model_dir.resolve(), out.resolve()
+    if dst == src or dst in src.parents:
+        raise ExportError(f"{out}: the bundle folder may not be the student folder or contain it")
+    if dst.exists() and not dst.is_dir():
+        raise ExportError(f"{out}: exists and is not a folder")
+    if dst.is_dir() and any(dst.iterdir()) and not (dst / MANIFEST).is_file():
+        raise ExportError(f"{out}: exists, is not empty and is not a bundle; choose another --out")
+
+
+def _swap_into_place(new: Path, out: Path) -> None:
+    """Rename the finished bundle to `out`; an old bundle there is moved aside first and removed
+    last, so at every moment `out` is either the old bundle or the new one."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        out.rename(old)
+    new.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_faiss(bundle: Path, index16: np.ndarray) -> dict | None:

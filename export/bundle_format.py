@@ -8,13 +8,13 @@ This module imports neither torch nor onnx: the runtime and the apps' test tools
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from ammkd.common.errors import BundleError
 from ammkd.common.files import atomic_write_json, sha256_file
 
@@ -142,30 +142,49 @@ class BundleReader:
                 f"(it reads version {FORMAT_VERSION}); re-export the bundle or upgrade ammkd"
             )
         validate_manifest(manifest, str(mpath))
+        index, out = manifest["index"], manifest["output"]
+        if index["vectors"]["shape"] != [index["count"], index["dim"]] or index["dim"] != out["dim"]:
+            raise BundleError(
+                f"{mpath}: index vectors {index['vectors']['shape']} do not match count "
+                f"{index['count']} x dim {index['dim']} (encoder output dim {out['dim']})"
+            )
         return cls(root, manifest)
 
-    def path(self, entry: dict) -> Path:
-        """Absolute path of a file entry after checking it exists, its size and its SHA-256."""
+    def _resolve(self, entry: dict) -> Path:
         rel = entry["path"]
         p = (self.root / rel).resolve()
         if self.root.resolve() not in p.parents:
             raise BundleError(f"{self.root / MANIFEST}: file path {rel!r} points outside the bundle")
         if not p.is_file():
             raise BundleError(f"{self.root / rel}: missing from the bundle")
-        size = p.stat().st_size
-        if size != entry["bytes"]:
-            raise BundleError(
-                f"{self.root / rel}: size {size} bytes, manifest says {entry['bytes']} (truncated or replaced)"
-            )
-        if sha256_file(p) != entry["sha256"]:
-            raise BundleError(f"{self.root / rel}: SHA-256 does not match the manifest (file was modified)")
         return p
 
+    def _verify(self, entry: dict, data: bytes) -> bytes:
+        where = self.root / entry["path"]
+        if len(data) != entry["bytes"]:
+            raise BundleError(
+                f"{where}: size {len(data)} bytes, manifest says {entry['bytes']} (truncated or replaced)"
+            )
+        if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            raise BundleError(f"{where}: SHA-256 does not match the manifest (file was modified)")
+        return data
+
     def read_bytes(self, entry: dict) -> bytes:
-        return self.path(entry).read_bytes()
+        """A file's bytes, read once and checked (size, SHA-256) before they are returned."""
+        return self._verify(entry, self._resolve(entry).read_bytes())
+
+    def path(self, entry: dict) -> Path:
+        """Path of a file after checking it; for consumers that must open it by name themselves."""
+        p = self._resolve(entry)
+        self._verify(entry, p.read_bytes())
+        return p
 
     def read_json(self, entry: dict) -> Any:
-        return json.loads(self.read_bytes(entry).decode("utf-8"))
+        data = self.read_bytes(entry)
+        try:
+            return json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise BundleError(f"{self.root / entry['path']}: not UTF-8 JSON ({e})") from None
 
     def read_array(self, entry: dict) -> np.ndarray:
         """A raw binary entry as an array of its manifest dtype and shape."""
@@ -173,7 +192,9 @@ class BundleReader:
         arr = np.frombuffer(data, dtype=_DTYPES[entry["dtype"]])
         expected = int(np.prod(entry["shape"]))
         if arr.size != expected:
-            raise BundleError(f"{self.root / entry['path']}: {arr.size} values, shape {entry['shape']} needs {expected}")
+            raise BundleError(
+                f"{self.root / entry['path']}: {arr.size} values, shape {entry['shape']} needs {expected}"
+            )
         return arr.reshape(entry["shape"])
 
     @property

@@ -17,5 +17,10 @@ def measure_latency(run, x: np.ndarray, warmup: int = 5, runs: int = 30) -> dict
         run(x)
         times.append((time.perf_counter() - t0) * 1e3)
     t = np.asarray(times)
-    return {"median_ms": round(float(np.median(t)), 3), "p90_ms": round(float(np.percentile(t, 90)), 3),
-            "min_ms": round(float(t.min()), 3), "max_ms": round(float(t.max()), 3), "runs": runs}
+    return {
+        "median_ms": round(float(np.median(t)), 3),
+        "p90_ms": round(float(np.percentile(t, 90)), 3),
+        "min_ms": round(float(t.min()), 3),
+        "max_ms": round(float(t.max()), 3),
+        "runs": runs,
+    }

@@ -6,13 +6,13 @@ model was validated on are the pixels it sees on the device.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
-
 from ammkd.common.errors import DataError
 from ammkd.export.bundle_format import InputSpec
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Refuse images above this many pixels (a decompression bomb, or a photo far larger than any
 # encoder input) instead of letting PIL allocate gigabytes.
@@ -49,10 +49,15 @@ def load_rgb(path: str | Path) -> Image.Image:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: image file not found")
-    old_limit = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit below
+            img = Image.open(path)
+        with img:
+            if img.width * img.height > MAX_IMAGE_PIXELS:  # checked from the header, before decoding
+                raise DataError(
+                    f"{path}: {img.width}x{img.height} exceeds {MAX_IMAGE_PIXELS} pixels (decompression-bomb limit)"
+                )
             img.load()  # decode now so truncation surfaces here, inside the try
             img = ImageOps.exif_transpose(img)
             return to_rgb(img)
@@ -62,8 +67,6 @@ def load_rgb(path: str | Path) -> Image.Image:
         raise DataError(f"{path}: image exceeds {MAX_IMAGE_PIXELS} pixels (decompression-bomb limit)") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{path}: corrupt or truncated image ({e})") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = old_limit
 
 
 def resize_and_crop(img: Image.Image, spec: InputSpec) -> Image.Image:

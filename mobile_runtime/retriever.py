@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
+from ammkd.common.errors import BundleError
 from ammkd.export.bundle_format import BundleReader
 from ammkd.mobile_runtime.backends import OnnxImageEncoder
 from ammkd.mobile_runtime.preprocess import preprocess
 from ammkd.mobile_runtime.search import topk
+from PIL import Image
 
 
 @dataclass
@@ -38,10 +38,14 @@ class Retriever:
         t0 = time.perf_counter()
         bundle = BundleReader.open(bundle_dir)
         target = bundle.target("image_encoder", "onnx")
-        encoder = OnnxImageEncoder(bundle.path(target["file"]), threads)
+        encoder = OnnxImageEncoder(
+            bundle.read_bytes(target["file"]), threads, str(bundle.root / target["file"]["path"])
+        )
         idx = bundle.manifest["index"]
         index = bundle.read_array(idx["vectors"]).astype(np.float32)
         texts = bundle.read_json(idx["texts"])
+        if not isinstance(texts, list) or len(texts) != idx["count"]:
+            raise BundleError(f"{bundle.root / idx['texts']['path']}: expected a list of {idx['count']} texts")
         r = cls(bundle, encoder, index, texts)
         r.timings_ms["load"] = (time.perf_counter() - t0) * 1e3
         return r

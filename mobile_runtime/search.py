@@ -13,7 +13,10 @@ def topk(query: np.ndarray, matrix: np.ndarray, k: int) -> tuple[np.ndarray, np.
     """
     scores = matrix @ query.astype(matrix.dtype, copy=False)
     k = min(k, len(scores))
-    part = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-    order = np.lexsort((part, -scores[part].astype(np.float64)))
-    ids = part[order]
+    if k < len(scores):
+        kth = np.partition(scores, len(scores) - k)[len(scores) - k]  # the k-th best score
+        cand = np.flatnonzero(scores >= kth)  # every id tied with it too, so ties resolve by id below
+    else:
+        cand = np.arange(len(scores))
+    ids = cand[np.lexsort((cand, -scores[cand].astype(np.float64)))][:k]
     return ids, scores[ids].astype(np.float32)

@@ -1,0 +1,103 @@
+"""The console script, run as a user runs it: exit codes, one-line errors, JSON output."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+AMMKD = [sys.executable, "-m", "ammkd.cli.main"]
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*AMMKD, *args], capture_output=True, text=True, timeout=300, env=os.environ.copy())
+
+
+def assert_user_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    text = " ".join(lines)
+    assert lines and text.startswith("error:"), proc.stderr
+    for n in needles:
+        assert n in text, proc.stderr
+
+
+def test_unknown_data_spec(tmp_path):
+    assert_user_error(
+        run("eval", "--model", "ammkd-tiny-rn", "--data", "imagenet:/x"), "unknown data spec", "imagenet:/x"
+    )
+
+
+def test_missing_csv_file(tmp_path):
+    assert_user_error(
+        run("eval", "--model", "ammkd-tiny-rn", "--data", f"csv:{tmp_path}/nope.csv"), "nope.csv", "not found"
+    )
+
+
+def test_search_with_missing_corrupt_and_odd_images(pipeline, tmp_path):
+    bundle = str(pipeline["bundle"])
+    assert_user_error(run("search", "--bundle", bundle, "--image", str(tmp_path / "none.png")), "none.png", "not found")
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    assert_user_error(run("search", "--bundle", bundle, "--image", str(tmp_path / "bad.jpg")), "bad.jpg")
+    from PIL import Image
+
+    Image.new("CMYK", (50, 70), (0, 255, 255, 0)).save(tmp_path / "cmyk.jpg")
+    proc = run("search", "--bundle", bundle, "--image", str(tmp_path / "cmyk.jpg"), "--k", "3", "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert len(out["hits"]) == 3 and out["timings_ms"]["encode"] > 0
+
+
+def test_search_refuses_a_tampered_bundle(pipeline, tmp_path):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(pipeline["bundle"], bundle)
+    vec = bundle / "index" / "class_vectors.f16.bin"
+    data = bytearray(vec.read_bytes())
+    data[0] ^= 1
+    vec.write_bytes(bytes(data))
+    golden = bundle / "golden" / "image_0.png"
+    assert_user_error(
+        run("search", "--bundle", str(bundle), "--image", str(golden)), "class_vectors.f16.bin", "SHA-256"
+    )
+    (bundle / "image_encoder.onnx").unlink()
+    assert_user_error(run("search", "--bundle", str(bundle), "--image", str(golden)), "image_encoder.onnx", "missing")
+
+
+def test_eval_json_for_student_and_bundle_agree(pipeline):
+    from conftest import TINY_DATA
+
+    a = run("eval", "--model", str(pipeline["student"]), "--data", TINY_DATA, "--json")
+    b = run("eval", "--model", str(pipeline["bundle"]), "--data", TINY_DATA, "--json")
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    ma, mb = json.loads(a.stdout), json.loads(b.stdout)
+    assert abs(ma["mean_recall"] - mb["mean_recall"]) < 2.0  # fp16 index + ONNX vs fp32 PyTorch
+
+
+def test_bad_config_file(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("epochs: many\n")
+    assert_user_error(
+        run("teachers", "train", "--preset", "ammkd-tiny-rn", "--out", str(tmp_path / "t"), "--config", str(cfg)),
+        "c.yaml",
+        "epochs",
+    )
+
+
+def test_empty_caption_and_corrupt_dataset_image(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (20, 20), (255, 0, 0)).save(tmp_path / "red.png")
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    (tmp_path / "empty.csv").write_text("filepath,title\nred.png,a red square\nred.png,\n")
+    assert_user_error(
+        run("eval", "--model", "ammkd-tiny-rn", "--data", f"csv:{tmp_path}/empty.csv:all"),
+        "empty.csv:3",
+        "empty caption",
+    )
+    (tmp_path / "bad.csv").write_text("filepath,title\nred.png,a red square\nbroken.jpg,a broken file\n")
+    assert_user_error(
+        run("eval", "--model", "ammkd-tiny-rn", "--data", f"csv:{tmp_path}/bad.csv:all"),
+        "broken.jpg",
+        "not a readable image",
+    )

@@ -1,0 +1,56 @@
+"""Shared fixtures: a tiny but real pipeline (two teachers, a student, a bundle) built once."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("AMMKD_NO_PROGRESS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may wait on a model hub
+
+TINY_DATA = "synthetic:300"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Every test session gets its own cache folder (class vectors, decoded images)."""
+    os.environ["AMMKD_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory) -> dict[str, Path]:
+    """Two teachers trained a few steps, an adaptive student, and its ONNX bundle."""
+    from ammkd.distill.teachers import TeacherConfig, train_teacher
+    from ammkd.distill.train import DistillConfig, distill
+    from ammkd.export.bundle import ExportConfig, export_bundle
+
+    root = tmp_path_factory.mktemp("pipeline")
+    teachers = []
+    for short, preset in (("vit", "ammkd-tiny-vit"), ("rn", "ammkd-tiny-rn")):
+        teachers.append(
+            train_teacher(TeacherConfig(model=preset, data=TINY_DATA, epochs=12, batch_size=32, lr=5e-4), root / short)
+        )
+    student = distill(
+        DistillConfig(
+            teachers=[str(t) for t in teachers],
+            data=TINY_DATA,
+            student="ammkd-mnv3-small-050",
+            epochs=40,
+            batch_size=32,
+        ),
+        root / "student",
+    )
+    bundle = export_bundle(student, root / "bundle", ExportConfig(parity_images=16))
+    return {"root": root, "vit": teachers[0], "rn": teachers[1], "student": student, "bundle": bundle}
+
+
+def chance_mean_recall(n_images: int, captions_per_image: int = 5, ks=(1, 5, 10)) -> float:
+    """Expected mean recall (%) of random embeddings: t2i R@K = K/I; i2t R@K = 1 - C(T-c, K)/C(T, K)."""
+    from math import comb
+
+    t = n_images * captions_per_image
+    t2i = [min(1.0, k / n_images) for k in ks]
+    i2t = [1 - comb(t - captions_per_image, k) / comb(t, k) for k in ks]
+    return 100 * (sum(t2i) + sum(i2t)) / (2 * len(ks))

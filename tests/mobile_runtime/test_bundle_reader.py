@@ -1,0 +1,84 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+from ammkd.common.errors import BundleError
+from ammkd.mobile_runtime.retriever import Retriever
+
+
+@pytest.fixture
+def bundle_copy(pipeline, tmp_path):
+    dst = tmp_path / "bundle"
+    shutil.copytree(pipeline["bundle"], dst)
+    return dst
+
+
+def test_missing_file_is_refused(bundle_copy):
+    (bundle_copy / "index" / "class_vectors.f16.bin").unlink()
+    with pytest.raises(BundleError, match=r"class_vectors.f16.bin: missing"):
+        Retriever.open(bundle_copy)
+
+
+def test_wrong_hash_is_refused(bundle_copy):
+    p = bundle_copy / "image_encoder.onnx"
+    data = bytearray(p.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, one flipped byte
+    p.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"image_encoder.onnx: SHA-256 does not match"):
+        Retriever.open(bundle_copy)
+
+
+def test_truncated_file_is_refused(bundle_copy):
+    p = bundle_copy / "index" / "texts.json"
+    p.write_bytes(p.read_bytes()[:-10])
+    with pytest.raises(BundleError, match=r"texts.json: size .* \(truncated or replaced\)"):
+        Retriever.open(bundle_copy)
+
+
+def test_unknown_format_version_and_bad_manifest_are_refused(bundle_copy):
+    mpath = bundle_copy / "manifest.json"
+    manifest = json.loads(mpath.read_text())
+    mpath.write_text(json.dumps({**manifest, "format_version": 99}))
+    with pytest.raises(BundleError, match="format_version 99 is not supported"):
+        Retriever.open(bundle_copy)
+    mpath.write_text(json.dumps({k: v for k, v in manifest.items() if k != "index"}))
+    with pytest.raises(BundleError, match="invalid manifest"):
+        Retriever.open(bundle_copy)
+    mpath.write_text(mpath.read_text()[:50])
+    with pytest.raises(BundleError, match="not valid JSON"):
+        Retriever.open(bundle_copy)
+
+
+def test_path_escaping_the_bundle_is_refused(bundle_copy):
+    mpath = bundle_copy / "manifest.json"
+    manifest = json.loads(mpath.read_text())
+    manifest["index"]["texts"]["path"] = "../outside.json"
+    mpath.write_text(json.dumps(manifest))
+    with pytest.raises(BundleError):
+        Retriever.open(bundle_copy)
+
+
+def test_search_returns_sorted_hits_with_timings(pipeline):
+    r = Retriever.open(pipeline["bundle"])
+    img = r.bundle.path(r.bundle.manifest["golden"][0]["image"])
+    hits = r.top_texts(img, k=5)
+    assert len(hits) == 5 and all(a.score >= b.score for a, b in zip(hits, hits[1:]))
+    assert hits[0].text == r.texts[hits[0].id]
+    assert {"load", "preprocess", "encode", "search"} <= set(r.timings_ms)
+    rgba = np.dstack(
+        [
+            np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(img).convert("RGB")),
+            np.full((64, 64), 255, np.uint8),
+        ]
+    )
+    assert [h.id for h in r.top_texts(rgba, k=5)] == [h.id for h in hits]  # an RGBA buffer works the same
+
+
+def test_index_shape_that_contradicts_the_manifest_is_refused(bundle_copy):
+    mpath = bundle_copy / "manifest.json"
+    manifest = json.loads(mpath.read_text())
+    manifest["index"]["count"] += 1
+    mpath.write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="do not match count"):
+        Retriever.open(bundle_copy)

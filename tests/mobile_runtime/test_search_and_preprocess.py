@@ -1,0 +1,50 @@
+import numpy as np
+import pytest
+from ammkd.common.errors import DataError
+from ammkd.export.bundle_format import InputSpec
+from ammkd.mobile_runtime.preprocess import preprocess
+from ammkd.mobile_runtime.search import topk
+from PIL import Image
+
+
+@pytest.mark.parametrize("k", [1, 5, 100])
+def test_topk_equals_full_sort(k):
+    rng = np.random.default_rng(0)
+    m = rng.normal(size=(100, 8)).astype(np.float16)
+    q = rng.normal(size=8).astype(np.float32)
+    ids, scores = topk(q, m.astype(np.float32), k)
+    full = np.argsort(-(m.astype(np.float32) @ q), kind="stable")[:k]
+    assert ids.tolist() == full.tolist() and np.all(np.diff(scores) <= 0)
+
+
+def test_ties_break_towards_lower_id():
+    m = np.ones((6, 2), np.float32)
+    assert topk(np.ones(2, np.float32), m, 3)[0].tolist() == [0, 1, 2]
+
+
+def test_preprocess_resizes_shorter_side_then_centre_crops():
+    spec = InputSpec(size=32)
+    img = np.zeros((40, 80, 3), np.uint8)
+    img[:, 20:60] = 255  # the centre 40 columns are white: after resize to 32x64 and crop, all white
+    x = preprocess(img, spec)
+    assert x.shape == (1, 3, 32, 32) and x.dtype == np.float32
+    assert x.min() > 0.95 and x.max() <= 1.0
+    assert np.allclose(preprocess(Image.fromarray(img), spec), x)
+
+
+def test_normalisation_outside_the_graph_when_asked():
+    spec = InputSpec(size=8, normalization_in_graph=False, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    x = preprocess(np.full((8, 8, 3), 255, np.uint8), spec)
+    assert np.allclose(x, 2.0)
+
+
+def test_bad_buffer_is_refused():
+    with pytest.raises(DataError, match="uint8 buffer"):
+        preprocess(np.zeros((8, 8), np.float32), InputSpec(size=8))
+
+
+def test_ties_at_the_cut_resolve_by_id():
+    scores = np.array([0.5, 0.9, 0.5, 0.5, 0.1, 0.5], np.float32)
+    m = np.diag(scores)  # query of ones: score of row i is scores[i]
+    ids, _ = topk(np.ones(6, np.float32), m, 3)
+    assert ids.tolist() == [1, 0, 2]
