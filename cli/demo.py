@@ -21,6 +21,7 @@ PRESETS = {
         "data": "synthetic:600",
         "teacher_epochs": {"vit": 6, "rn": 6},
         "teacher_batch": 64,
+        "teacher_lr": 5e-4,  # small data: higher rates collapse the tiny CLIPs to chance
         "student": "ammkd-mnv3-small-050",
         "student_epochs": 6,
         "student_batch": 64,
@@ -30,6 +31,7 @@ PRESETS = {
         "data": "synthetic:16000",
         "teacher_epochs": {"vit": 6, "rn": 3},
         "teacher_batch": 128,
+        "teacher_lr": 1e-3,
         "student": "ammkd-mnv3-small",
         "student_epochs": 4,
         "student_batch": 128,
@@ -73,7 +75,13 @@ def run_demo(preset: str, out: str | Path) -> dict:
     for short, name in TEACHERS.items():
         tdir = out / "teachers" / short
         train_teacher(
-            TeacherConfig(model=name, data=p["data"], epochs=p["teacher_epochs"][short], batch_size=p["teacher_batch"]),
+            TeacherConfig(
+                model=name,
+                data=p["data"],
+                epochs=p["teacher_epochs"][short],
+                batch_size=p["teacher_batch"],
+                lr=p["teacher_lr"],
+            ),
             tdir,
         )
         teacher = load_teacher(str(tdir))
