@@ -12,7 +12,7 @@ import platform
 import shutil
 import tempfile
 from dataclasses import dataclass
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
@@ -88,7 +88,7 @@ def _tools() -> dict:
     for n in names:
         try:
             tools[n] = version(n)
-        except Exception:
+        except PackageNotFoundError:  # an optional tool that is not installed: nothing to record
             pass
     tools["python"] = platform.python_version()
     return tools
