@@ -10,10 +10,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from ammkd.common.errors import ConfigError
-from ammkd.common.files import atomic_write_json
 from rich.console import Console
 from rich.table import Table
+
+from ammkd.common.errors import ConfigError
+from ammkd.common.files import atomic_write_json
 
 # Presets are data: the sizes that keep each preset inside its time budget on 2 CPU cores.
 PRESETS = {

@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from ammkd.common.errors import AmmkdError
 from rich.console import Console
 from rich.table import Table
+
+from ammkd.common.errors import AmmkdError
 
 app = typer.Typer(
     add_completion=False,
@@ -78,8 +79,7 @@ def distill(
     """Distil a student from the teachers (AMMKD: KL over class vectors, adaptive weights)."""
     from ammkd.common.config import load_config
     from ammkd.distill.evaluate import evaluate
-    from ammkd.distill.train import DistillConfig
-    from ammkd.distill.train import distill as run
+    from ammkd.distill.train import DistillConfig, distill as run
 
     cfg = load_config(
         DistillConfig,

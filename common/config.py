@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
 import yaml
+
 from ammkd.common.errors import ConfigError
 from ammkd.common.files import atomic_write_json
 

@@ -8,6 +8,7 @@ not cached.
 from __future__ import annotations
 
 import numpy as np
+
 from ammkd.common.files import atomic_save_npy, sha256_text
 from ammkd.common.paths import cache_dir
 from ammkd.distill.teachers import Teacher

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from PIL import Image
+
 from ammkd.common.errors import DataError
 from ammkd.common.files import atomic_save_npy
 from ammkd.common.paths import cache_dir
@@ -24,7 +26,6 @@ from ammkd.common.progress import progress
 from ammkd.distill import synthetic
 from ammkd.export.bundle_format import InputSpec
 from ammkd.mobile_runtime.preprocess import load_rgb, to_uint8_chw
-from PIL import Image
 
 DEFAULT_SYNTHETIC_IMAGES = 4000
 SYNTHETIC_SEED = 0

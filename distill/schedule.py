@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from ammkd.common.errors import ConfigError
 from ammkd.common.files import atomic_write
 

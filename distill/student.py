@@ -13,6 +13,7 @@ from pathlib import Path
 import timm
 import torch
 import torch.nn as nn
+
 from ammkd.common.errors import ConfigError
 from ammkd.export.bundle_format import InputSpec
 

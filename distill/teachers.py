@@ -22,19 +22,15 @@ import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
+
 from ammkd.common.config import save_config
 from ammkd.common.errors import ConfigError
-from ammkd.common.files import (
-    append_jsonl,
-    atomic_write,
-    atomic_write_json,
-    sha256_file,
-)
+from ammkd.common.files import append_jsonl, atomic_write, atomic_write_json, sha256_file
 from ammkd.common.progress import progress
 from ammkd.distill.data import image_tensor, load_split
 from ammkd.distill.schedule import Checkpointer, adamw, batch_indices, cosine_lr, set_lr, step_rng, total_steps
 from ammkd.export.bundle_format import InputSpec
-from safetensors.torch import save_file
 
 PRESET_DIR = Path(__file__).with_name("presets") / "teachers"
 CONFIG_FILE = "open_clip_config.json"

@@ -20,28 +20,20 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
 from ammkd.common.config import save_config
 from ammkd.common.errors import ConfigError, DataError
-from ammkd.common.files import (
-    append_jsonl,
-    atomic_save_npy,
-    atomic_write,
-    atomic_write_json,
-)
+from ammkd.common.files import append_jsonl, atomic_save_npy, atomic_write, atomic_write_json
 from ammkd.common.progress import progress
 from ammkd.distill.class_vectors import class_vectors
 from ammkd.distill.data import ImageTextData, image_tensor, load_split
 from ammkd.distill.fusion import FUSIONS, fuse_class_vectors, fused_dim
-from ammkd.distill.losses import (
-    kl_distill,
-    kl_grad_wrt_student_logits,
-    soft_cross_entropy,
-)
+from ammkd.distill.losses import kl_distill, kl_grad_wrt_student_logits, soft_cross_entropy
 from ammkd.distill.schedule import Checkpointer, adamw, batch_indices, cosine_lr, read_log, set_lr, total_steps
 from ammkd.distill.student import Student, StudentArch, create_student
 from ammkd.distill.teachers import Teacher, load_teacher
 from ammkd.distill.weighting import WEIGHTINGS, teacher_weights
-from safetensors.torch import load_file, save_file
 
 STUDENT_WEIGHTS = "student.safetensors"
 STUDENT_META = "student.json"
@@ -162,8 +154,8 @@ def distill(cfg: DistillConfig, out: str | Path, resume: bool = False) -> Path:
     texts, per_image = data.texts()
     dim = fused_dim([t.dim for t in teachers], cfg.fusion)
     student = create_student(cfg.student, dim, cfg.image_size)
-    c_f = torch.from_numpy(fused_text_vectors(teachers, texts, cfg.fusion))  # (N, D_f)
     outputs = [TeacherOutputs.compute(t, data, texts) for t in teachers]
+    c_f = torch.from_numpy(fuse_class_vectors([o.class_vectors.numpy() for o in outputs], cfg.fusion))  # (N, D_f)
     images, _, _ = image_tensor(data, student.arch.input_spec)
     images = torch.from_numpy(images)
 

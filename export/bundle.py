@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from ammkd.common.config import save_config
 from ammkd.common.errors import ConfigError, ExportError
 from ammkd.distill.data import load_split

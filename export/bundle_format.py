@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from ammkd.common.errors import BundleError
 from ammkd.common.files import atomic_write_json, sha256_file
 

@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 
 import torch
+
 from ammkd.common.errors import ExportError
 
 INPUT_NAME = "image"

@@ -7,12 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+
 from ammkd.common.errors import BundleError
 from ammkd.export.bundle_format import BundleReader
 from ammkd.mobile_runtime.backends import OnnxImageEncoder
 from ammkd.mobile_runtime.preprocess import preprocess
 from ammkd.mobile_runtime.search import topk
-from PIL import Image
 
 
 @dataclass

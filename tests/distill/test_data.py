@@ -3,11 +3,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from ammkd.common.errors import DataError
 from ammkd.distill.data import image_tensor, load_split
 from ammkd.export.bundle_format import InputSpec
 from ammkd.mobile_runtime.preprocess import load_rgb
-from PIL import Image
 
 
 def write_csv(path: Path, rows: list[tuple[str, str]]) -> Path:

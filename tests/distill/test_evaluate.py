@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from ammkd.distill.evaluate import recall_at_k
 
 

@@ -1,9 +1,6 @@
 import torch
-from ammkd.distill.losses import (
-    kl_distill,
-    kl_grad_wrt_student_logits,
-    soft_cross_entropy,
-)
+
+from ammkd.distill.losses import kl_distill, kl_grad_wrt_student_logits, soft_cross_entropy
 
 
 def test_closed_form_gradient_equals_autograd():

@@ -1,4 +1,5 @@
 import numpy as np
+
 from ammkd.distill import synthetic
 from ammkd.distill.data import load_split
 

@@ -4,11 +4,12 @@ import numpy as np
 import open_clip
 import pytest
 import torch
+from conftest import TINY_DATA, chance_mean_recall
+
 from ammkd.common.errors import ConfigError
 from ammkd.distill.class_vectors import class_vectors
 from ammkd.distill.evaluate import evaluate
 from ammkd.distill.teachers import load_teacher
-from conftest import TINY_DATA, chance_mean_recall
 
 
 def test_registry_name_without_tag_is_random_init():

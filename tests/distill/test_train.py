@@ -2,10 +2,11 @@ import json
 
 import pytest
 import torch
+from conftest import TINY_DATA, chance_mean_recall
+
 from ammkd.common.errors import ConfigError
 from ammkd.distill.evaluate import evaluate
 from ammkd.distill.train import DistillConfig, load_student
-from conftest import TINY_DATA, chance_mean_recall
 
 
 def test_student_learns_and_logs_alpha(pipeline):
@@ -44,9 +45,10 @@ def test_bad_distill_configs(kwargs, message):
 
 
 def test_interrupted_distillation_resumes_exactly(pipeline, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
     from ammkd.distill import schedule
     from ammkd.distill.train import distill
-    from safetensors.torch import load_file
 
     cfg = DistillConfig(
         teachers=[str(pipeline["vit"]), str(pipeline["rn"])],

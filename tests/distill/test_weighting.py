@@ -2,11 +2,8 @@ import itertools
 
 import pytest
 import torch
-from ammkd.distill.weighting import (
-    min_norm_weights,
-    project_capped_simplex,
-    teacher_weights,
-)
+
+from ammkd.distill.weighting import min_norm_weights, project_capped_simplex, teacher_weights
 
 
 def brute_force(grads: torch.Tensor, cap: float, steps: int = 200) -> float:

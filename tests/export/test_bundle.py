@@ -3,6 +3,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_DATA
+
 from ammkd.common.errors import ExportError
 from ammkd.distill.data import image_tensor, load_split
 from ammkd.distill.train import load_student
@@ -11,7 +13,6 @@ from ammkd.export.bundle_format import BundleReader, validate_manifest
 from ammkd.mobile_runtime.preprocess import uint8_to_input
 from ammkd.mobile_runtime.retriever import Retriever
 from ammkd.mobile_runtime.search import topk
-from conftest import TINY_DATA
 
 
 def test_manifest_is_complete_and_valid(pipeline):

@@ -3,6 +3,7 @@ import shutil
 
 import numpy as np
 import pytest
+
 from ammkd.common.errors import BundleError
 from ammkd.mobile_runtime.retriever import Retriever
 

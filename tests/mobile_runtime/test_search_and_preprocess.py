@@ -1,10 +1,11 @@
 import numpy as np
 import pytest
+from PIL import Image
+
 from ammkd.common.errors import DataError
 from ammkd.export.bundle_format import InputSpec
 from ammkd.mobile_runtime.preprocess import preprocess
 from ammkd.mobile_runtime.search import topk
-from PIL import Image
 
 
 @pytest.mark.parametrize("k", [1, 5, 100])
