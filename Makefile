@@ -11,7 +11,7 @@ $(HOME)/.local/bin/uv:
 	  || python3 -m pip install --user --quiet --break-system-packages uv==$(UV_VERSION)
 
 .venv/.synced: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen --python 3.11
+	$(UV) sync --frozen --all-extras --python 3.11
 	touch $@
 
 setup: .venv/.synced

@@ -56,12 +56,8 @@ def _onnx_latency(module, size: int, path: Path) -> float:
 def run_demo(preset: str, out: str | Path) -> dict:
     """Train two teachers, distil students, export the adaptive one, search with it. Returns the summary."""
     from ammkd.distill.evaluate import evaluate
-    from ammkd.distill.teachers import (
-        TeacherConfig,
-        TeacherImageEncoder,
-        load_teacher,
-        train_teacher,
-    )
+    from ammkd.distill.teacher_training import TeacherConfig, train_teacher
+    from ammkd.distill.teachers import TeacherImageEncoder, load_teacher
     from ammkd.distill.train import DistillConfig, distill, load_student
     from ammkd.export.bundle import export_bundle
     from ammkd.mobile_runtime.retriever import Retriever

@@ -39,29 +39,47 @@ def _metrics_table(title: str, rows: dict[str, dict]) -> Table:
 @teachers_app.command("train")
 def teachers_train(
     out_dir: Path = typer.Option(..., "--out", help="Teacher folder to write (open_clip local-dir layout)."),
-    preset: Optional[str] = typer.Option(None, help="Tiny preset: ammkd-tiny-vit or ammkd-tiny-rn."),
-    model: Optional[str] = typer.Option(None, help="open_clip NAME[:PRETRAINED] or a teacher folder."),
+    preset: Optional[str] = typer.Option(None, help="Preset: ammkd-tiny-vit, ammkd-tiny-rn, ammkd-small-rn..."),
+    model: Optional[str] = typer.Option(
+        None, help="open_clip NAME[:PRETRAINED|:CHECKPOINT], VISION+hf:DIR (e.g. +hf:all-MiniLM-L6-v2), or a folder."
+    ),
     data: Optional[str] = typer.Option(None, help="DATA spec, e.g. synthetic or flickr8k:DIR."),
     epochs: Optional[float] = typer.Option(None),
-    batch_size: Optional[int] = typer.Option(None),
+    batch_size: Optional[int] = typer.Option(None, help="Global batch (the contrastive negatives of a step)."),
+    accum_steps: Optional[int] = typer.Option(None, help="Micro-batches per step (gradient accumulation)."),
     lr: Optional[float] = typer.Option(None),
+    text_unlocked_layers: Optional[int] = typer.Option(None, help="HF text tower: last N layers train (0: frozen)."),
+    eval_every: Optional[int] = typer.Option(None, help="Steps between validation recalls in the log."),
+    checkpoint_every: Optional[int] = typer.Option(None, help="Steps between atomic checkpoints (0: none)."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip unreadable images; list them in skipped.json."),
     config: Optional[Path] = typer.Option(None, help="YAML/TOML/JSON TeacherConfig; options override it."),
     resume: bool = typer.Option(False, help="Continue an interrupted run from its last checkpoint in --out."),
 ):
     """Contrastively train one teacher (open_clip ClipLoss) on the train split."""
     from ammkd.common.config import load_config
     from ammkd.distill.evaluate import evaluate
-    from ammkd.distill.teachers import TeacherConfig, train_teacher
+    from ammkd.distill.teacher_training import TeacherConfig, train_teacher
 
     if preset and model:
         raise AmmkdError("give --preset or --model, not both")
     cfg = load_config(
-        TeacherConfig, config, model=preset or model, data=data, epochs=epochs, batch_size=batch_size, lr=lr
+        TeacherConfig,
+        config,
+        model=preset or model,
+        data=data,
+        epochs=epochs,
+        batch_size=batch_size,
+        accum_steps=accum_steps,
+        lr=lr,
+        text_unlocked_layers=text_unlocked_layers,
+        eval_every=eval_every,
+        checkpoint_every=checkpoint_every,
+        skip_bad=skip_bad or None,
     )
     train_teacher(cfg, out_dir, resume=resume)
-    metrics = evaluate(str(out_dir), cfg.data)
+    metrics = evaluate(str(out_dir), cfg.data, skip_bad=cfg.skip_bad)
     out.print(_metrics_table(f"teacher {cfg.model} on {cfg.data} (val)", {str(out_dir): metrics}))
-    out.print(f"teacher written to [bold]{out_dir}[/bold]")
+    out.print(f"teacher written to [bold]{out_dir}[/bold] (learning curve: {out_dir / 'learning_curve.png'})")
 
 
 @app.command()
@@ -73,6 +91,7 @@ def distill(
     student: Optional[str] = typer.Option(None, help="Student preset or timm model name."),
     epochs: Optional[float] = typer.Option(None),
     tolerance: Optional[float] = typer.Option(None, help="Cap C on a teacher's weight (adaptive)."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip unreadable images; list them in skipped.json."),
     config: Optional[Path] = typer.Option(None, help="YAML/TOML/JSON DistillConfig; options override it."),
     resume: bool = typer.Option(False, help="Continue an interrupted run from its last checkpoint in --out."),
 ):
@@ -90,9 +109,10 @@ def distill(
         student=student,
         epochs=epochs,
         tolerance=tolerance,
+        skip_bad=skip_bad or None,
     )
     run(cfg, out_dir, resume=resume)
-    metrics = evaluate(str(out_dir), cfg.data)
+    metrics = evaluate(str(out_dir), cfg.data, skip_bad=cfg.skip_bad)
     out.print(_metrics_table(f"student ({cfg.weighting}) on {cfg.data} (val)", {str(out_dir): metrics}))
     out.print(f"student written to [bold]{out_dir}[/bold]")
 
@@ -103,11 +123,12 @@ def eval_cmd(
     data: str = typer.Option(..., help="DATA spec."),
     split: str = typer.Option("val", help="Split to evaluate (a split in the DATA spec wins)."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON on stdout."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave unreadable images out instead of failing."),
 ):
     """Image->text and text->image Recall@1/5/10 on a held-out split."""
     from ammkd.distill.evaluate import evaluate
 
-    metrics = evaluate(model, data, split)
+    metrics = evaluate(model, data, split, skip_bad)
     if as_json:
         print(json.dumps({"model": model, "data": data, "split": split, **metrics}))
     else:

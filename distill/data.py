@@ -1,17 +1,22 @@
 """Image-caption datasets behind the DATA spec string, and their decoded image tensors.
 
-Specs (DESIGN.md): `synthetic[:N]`, `flickr8k:DIR[:split]`, `csv:FILE[:img_col:cap_col][:all]`.
+Specs (DESIGN.md): `synthetic[:N]`, `flickr8k:DIR[:split]`, `csv:FILE[:img_col:cap_col][:all]`,
+`coco:CAPTIONS_JSON:IMAGES_DIR[:all]`, `karpathy:JSON:IMAGES_DIR[:split]`.
 A stage asks for a split ("train" or "val"); a split named in the spec overrides it, so
-`ammkd eval --data flickr8k:DIR:dev` evaluates on dev.
+`ammkd eval --data flickr8k:DIR:dev` evaluates on dev. Formats without splits (CSV, a COCO
+captions file) split 90/10 by image-name hash, or give every image with `:all`.
+Each image keeps all its captions; evaluation uses all of them (5-captions-per-image Recall@K).
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -20,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from ammkd.common.errors import DataError
-from ammkd.common.files import atomic_save_npy
+from ammkd.common.files import atomic_save_npy, atomic_write_json
 from ammkd.common.paths import cache_dir
 from ammkd.common.progress import progress
 from ammkd.distill import synthetic
@@ -45,7 +50,8 @@ class ImageTextData:
     sources: list[str]  # file path, or a synthetic "seed/index" id: what error messages name
     loader: Callable[[int], Image.Image]
     class_prompts: list[str] = field(default_factory=list)
-    cache_key: str | None = None  # set when decoded tensors may be cached on disk
+    cache_key: str | None = None  # synthetic: decoded tensors are cached on disk under this key
+    from_files: bool = False  # sources are image files, decodable in worker processes
 
     def __len__(self) -> int:
         return len(self.captions)
@@ -99,7 +105,10 @@ def _read_table(path: Path, img_col: str, cap_col: str) -> dict[str, list[str]]:
     """Rows of a CSV/TSV grouped by image path (resolved against the file): {path: captions}."""
     if not path.is_file():
         raise DataError(f"{path}: captions file not found")
-    delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+    with open(path, encoding="utf-8", errors="replace") as f:
+        header = f.readline()
+    # open_clip's convention is tab-separated whatever the extension; plain CSV is comma-separated.
+    delimiter = "\t" if "\t" in header or path.suffix.lower() in (".tsv", ".tab") else ","
     grouped: dict[str, list[str]] = {}
     try:
         with open(path, newline="", encoding="utf-8") as f:
@@ -124,8 +133,74 @@ def _read_table(path: Path, img_col: str, cap_col: str) -> dict[str, list[str]]:
 
 
 def _from_files(name: str, grouped: dict[str, list[str]]) -> ImageTextData:
+    if not grouped:
+        raise DataError(f"{name}: no images in this split")
     paths = list(grouped)
-    return ImageTextData(name, [grouped[p] for p in paths], paths, lambda j: load_rgb(paths[j]))
+    return ImageTextData(name, [grouped[p] for p in paths], paths, lambda j: load_rgb(paths[j]), from_files=True)
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise DataError(f"{path}: annotation file not found")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not valid UTF-8 JSON ({e})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("images"), list):
+        raise DataError(f"{path}: expected a JSON object with an 'images' list")
+    return doc
+
+
+def _images_dir(args: list[str], kind: str) -> tuple[Path, Path]:
+    if len(args) < 2 or not args[0] or not args[1]:
+        raise DataError(f"{kind}: needs an annotation file and an image folder, e.g. {kind}:captions.json:images/")
+    images = Path(args[1])
+    if not images.is_dir():
+        raise DataError(f"{images}: image folder not found")
+    return Path(args[0]), images
+
+
+def _coco(args: list[str], split: str, whole: bool) -> ImageTextData:
+    """COCO captions: {"images": [{id, file_name}], "annotations": [{image_id, caption}]}."""
+    path, images = _images_dir(args, "coco")
+    doc = _read_json(path)
+    try:
+        names = {img["id"]: img["file_name"] for img in doc["images"]}
+        grouped: dict[str, list[str]] = {str(images / n): [] for n in names.values()}
+        for a in doc.get("annotations", []):
+            if a["image_id"] not in names:
+                raise DataError(f"{path}: annotation {a.get('id')} names unknown image_id {a['image_id']}")
+            if not str(a["caption"]).strip():
+                raise DataError(f"{path}: empty caption for image {names[a['image_id']]}")
+            grouped[str(images / names[a["image_id"]])].append(str(a["caption"]).strip())
+    except (KeyError, TypeError) as e:
+        raise DataError(f"{path}: not in COCO captions format (missing {e})") from None
+    grouped = {p: c for p, c in grouped.items() if c}  # images without captions are not retrievable
+    if not whole:
+        keep = set(_hash_split(list(grouped), split))
+        grouped = {p: c for p, c in grouped.items() if p in keep}
+    return _from_files(f"coco:{path}:{split}", grouped)
+
+
+def _karpathy(args: list[str], split: str) -> ImageTextData:
+    """Karpathy splits (dataset_flickr30k.json, dataset_coco.json): per image filename, optional
+    filepath, split (train/restval/val/test) and sentences[].raw. `train` includes `restval`."""
+    path, images = _images_dir(args, "karpathy")
+    doc = _read_json(path)
+    wanted = {"train": {"train", "restval"}, "val": {"val"}, "dev": {"val"}, "test": {"test"}}.get(split, {split})
+    grouped: dict[str, list[str]] = {}
+    try:
+        for img in doc["images"]:
+            if img["split"] not in wanted:
+                continue
+            file = images / img.get("filepath", "") / img["filename"]
+            caps = [str(s["raw"]).strip() for s in img["sentences"]]
+            if not caps or not all(caps):
+                raise DataError(f"{path}: image {img['filename']} has an empty or missing caption")
+            grouped[str(file)] = caps
+    except (KeyError, TypeError) as e:
+        raise DataError(f"{path}: not in Karpathy split format (missing {e})") from None
+    return _from_files(f"karpathy:{path}:{split}", grouped)
 
 
 def _hash_split(paths: list[str], split: str) -> list[str]:
@@ -200,8 +275,20 @@ def load_split(spec: str, split: str) -> ImageTextData:
         if len(parts) > 1:
             split = parts[1]
         return _flickr8k(parts, split)
+    if kind == "coco":
+        parts = rest.split(":")
+        whole = len(parts) > 2 and parts[2] == "all"
+        if len(parts) > 3 or (len(parts) == 3 and not whole):
+            raise DataError(f"{spec}: use coco:CAPTIONS_JSON:IMAGES_DIR[:all]")
+        return _coco(parts, split, whole)
+    if kind == "karpathy":
+        parts = rest.split(":")
+        if len(parts) > 2:
+            split = parts[2]
+        return _karpathy(parts, split)
     raise DataError(
-        f"unknown data spec {spec!r}: use synthetic[:N], flickr8k:DIR[:split] or csv:FILE[:img_col:cap_col]"
+        f"unknown data spec {spec!r}: use synthetic[:N], flickr8k:DIR[:split], csv:FILE[:img_col:cap_col], "
+        "coco:CAPTIONS_JSON:IMAGES_DIR or karpathy:JSON:IMAGES_DIR[:split]"
     )
 
 
@@ -224,19 +311,72 @@ def _render_synthetic(data: ImageTextData, spec: InputSpec) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def _decode_all(data: ImageTextData, spec: InputSpec, skip_bad: bool) -> tuple[np.ndarray, list[int], list[str]]:
-    arrays, kept, skipped = [], [], []
-    for i in progress(range(len(data)), f"decoding {data.name} at {spec.size}px"):
+def _decode_files(job: tuple[list[str], InputSpec]) -> list[np.ndarray | str]:
+    """Worker: image files -> uint8 (3, S, S) each, or the DataError message of an unreadable one."""
+    paths, spec = job
+    out: list[np.ndarray | str] = []
+    for p in paths:
         try:
-            arrays.append(to_uint8_chw(data.image(i), spec))
-            kept.append(i)
+            out.append(to_uint8_chw(load_rgb(p), spec))
         except DataError as e:
-            if not skip_bad:
-                raise
-            skipped.append(str(e))
-    if not arrays:
-        raise DataError(f"{data.name}: no readable image")
-    return np.stack(arrays), kept, skipped
+            out.append(str(e))
+    return out
+
+
+def _decode_all(data: ImageTextData, spec: InputSpec) -> list[np.ndarray | str]:
+    """Every image decoded (files: on every core), or the reason it is unreadable.
+
+    A worker that dies (killed, out of memory) raises BrokenProcessPool in the parent: the run
+    fails with a message instead of hanging on a lost result.
+    """
+    label = f"decoding {data.name} at {spec.size}px"
+    if not data.from_files or len(data) < 64 or (os.cpu_count() or 1) < 2:
+        results = []
+        for i in progress(range(len(data)), label):
+            try:
+                results.append(to_uint8_chw(data.image(i), spec))
+            except DataError as e:
+                results.append(str(e))
+        return results
+    chunks = [data.sources[i : i + 64] for i in range(0, len(data), 64)]
+    workers = min(len(chunks), os.cpu_count() or 1)
+    try:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            parts = list(progress(pool.map(_decode_files, [(c, spec) for c in chunks]), label, total=len(chunks)))
+    except BrokenProcessPool as e:
+        raise DataError(f"{data.name}: an image-decoding worker died ({e}); no image was lost, re-run") from None
+    return [r for part in parts for r in part]
+
+
+def _readable(results: list[np.ndarray | str], name: str) -> tuple[np.ndarray, list[int], list[str]]:
+    """Decode results -> (stacked readable images, their indices, the reasons for the others)."""
+    kept = [i for i, r in enumerate(results) if not isinstance(r, str)]
+    skipped = [r for r in results if isinstance(r, str)]
+    if not kept:
+        raise DataError(f"{name}: no readable image ({skipped[0] if skipped else 'empty'})")
+    return np.stack([results[i] for i in kept]), kept, skipped
+
+
+def _files_cache_path(data: ImageTextData, spec: InputSpec) -> Path:
+    """Decoded files are cached by path, size and mtime of every image, and the decode spec."""
+    h = hashlib.sha256(f"{spec.size}|{spec.interpolation}|{spec.resize}|{spec.crop}".encode())
+    for src in data.sources:
+        st = os.stat(src) if os.path.exists(src) else None
+        h.update(f"{src}|{st.st_size if st else -1}|{st.st_mtime_ns if st else -1}\n".encode())
+    return cache_dir() / "images" / f"files-{h.hexdigest()[:32]}.npy"
+
+
+def _decoded_files(data: ImageTextData, spec: InputSpec) -> tuple[np.ndarray, list[int], list[str]]:
+    """(array of the readable images, their indices, reasons for the others), cached on disk."""
+    path = _files_cache_path(data, spec)
+    meta = path.with_suffix(".json")
+    if path.is_file() and meta.is_file():
+        info = json.loads(meta.read_text())
+        return np.load(path), info["kept"], info["skipped"]
+    arr, kept, skipped = _readable(_decode_all(data, spec), data.name)
+    atomic_save_npy(path, arr)
+    atomic_write_json(meta, {"kept": kept, "skipped": skipped})
+    return arr, kept, skipped
 
 
 def image_tensor(
@@ -245,18 +385,22 @@ def image_tensor(
     """Decode, resize and crop every image once: uint8 (N, 3, S, S).
 
     Returns the array, the data restricted to the images kept, and the skip reasons (only
-    non-empty with `skip_bad`). Synthetic data is cached on disk keyed by size and interpolation.
+    non-empty with `skip_bad`; without it the first unreadable image raises DataError naming
+    the file). Decoded tensors are cached on disk, keyed by the images and the decode spec.
     """
-    cache = None
-    if data.cache_key:
+    if data.cache_key:  # synthetic: rendered in parallel, never unreadable
         cache = cache_dir() / "images" / f"{data.cache_key}-{spec.size}-{spec.interpolation}.npy"
         if cache.is_file():
             return np.load(cache), data, []
-    if cache is not None:  # synthetic: rendered in parallel, never unreadable
         arr = _render_synthetic(data, spec)
         atomic_save_npy(cache, arr)
         return arr, data, []
-    arr, kept, skipped = _decode_all(data, spec, skip_bad)
+    if data.from_files:
+        arr, kept, skipped = _decoded_files(data, spec)
+    else:
+        arr, kept, skipped = _readable(_decode_all(data, spec), data.name)
+    if skipped and not skip_bad:
+        raise DataError(f"{skipped[0]} (use --skip-bad to skip unreadable images; {len(skipped)} in {data.name})")
     if len(kept) != len(data):
         data = ImageTextData(
             data.name,
@@ -264,5 +408,6 @@ def image_tensor(
             [data.sources[i] for i in kept],
             lambda j, f=data.loader, k=kept: f(k[j]),
             data.class_prompts,
+            from_files=data.from_files,
         )
-    return arr, data, skipped
+    return np.asarray(arr), data, skipped

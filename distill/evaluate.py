@@ -36,23 +36,25 @@ def recall_at_k(
     return {k: round(v, 2) for k, v in out.items()}
 
 
-def evaluate_teacher(teacher, data) -> dict[str, float]:
-    """A teacher's own image and text encoders on `data` (ImageTextData)."""
+def evaluate_teacher(teacher, data, images: np.ndarray | None = None, skip_bad: bool = False) -> dict[str, float]:
+    """A teacher's own image and text encoders on `data` (ImageTextData); `images`, when given,
+    are its decoded uint8 (N, 3, S, S) at the teacher's input size."""
     from ammkd.distill.data import image_tensor
 
-    images, data, _ = image_tensor(data, teacher.spec)
+    if images is None:
+        images, data, _ = image_tensor(data, teacher.spec, skip_bad)
     texts, owner = data.flat_captions()
     return recall_at_k(teacher.encode_images(images), teacher.encode_texts(texts), owner)
 
 
-def evaluate_student(model_dir, data) -> dict[str, float]:
+def evaluate_student(model_dir, data, skip_bad: bool = False) -> dict[str, float]:
     """A student folder: its image embeddings against the fused class vectors of the captions."""
     from ammkd.distill.data import image_tensor
     from ammkd.distill.teachers import load_teacher
     from ammkd.distill.train import fused_text_vectors, load_student
 
     student, meta = load_student(model_dir)
-    images, data, _ = image_tensor(data, student.arch.input_spec)
+    images, data, _ = image_tensor(data, student.arch.input_spec, skip_bad)
     with torch.no_grad():
         x = torch.from_numpy(images).float() / 255.0
         img = torch.cat([student(x[i : i + 256]) for i in range(0, len(x), 256)])
@@ -62,7 +64,7 @@ def evaluate_student(model_dir, data) -> dict[str, float]:
     return recall_at_k(img, fused[ids], data.flat_captions()[1])
 
 
-def evaluate_bundle(bundle_dir, data) -> dict[str, float]:
+def evaluate_bundle(bundle_dir, data, skip_bad: bool = False) -> dict[str, float]:
     """A bundle through its runtime: ONNX image embeddings against its fp16 index rows.
 
     Every caption of `data` must be in the bundle's text set (the student has no text encoder).
@@ -74,7 +76,7 @@ def evaluate_bundle(bundle_dir, data) -> dict[str, float]:
 
     r = Retriever.open(bundle_dir)
     spec = r.bundle.input_spec
-    images, data, _ = image_tensor(data, spec)
+    images, data, _ = image_tensor(data, spec, skip_bad)
     emb = r.encoder.embed(uint8_to_input(images, spec))
     texts, owner = data.flat_captions()
     row = {t: i for i, t in enumerate(r.texts)}
@@ -87,8 +89,9 @@ def evaluate_bundle(bundle_dir, data) -> dict[str, float]:
     return recall_at_k(emb, r.index[[row[t] for t in texts]], owner)
 
 
-def evaluate(model: str, data_spec: str, split: str = "val") -> dict[str, float]:
-    """Dispatch on what `model` is: a bundle, a student folder, or a teacher (folder or spec)."""
+def evaluate(model: str, data_spec: str, split: str = "val", skip_bad: bool = False) -> dict[str, float]:
+    """Dispatch on what `model` is: a bundle, a student folder, or a teacher (folder or spec).
+    With `skip_bad`, unreadable images (and their captions) are left out of the evaluation."""
     from pathlib import Path
 
     from ammkd.distill.data import load_split
@@ -99,7 +102,7 @@ def evaluate(model: str, data_spec: str, split: str = "val") -> dict[str, float]
     data = load_split(data_spec, split)
     path = Path(model)
     if (path / MANIFEST).is_file():
-        return evaluate_bundle(path, data)
+        return evaluate_bundle(path, data, skip_bad)
     if (path / STUDENT_META).is_file():
-        return evaluate_student(path, data)
-    return evaluate_teacher(load_teacher(model), data)
+        return evaluate_student(path, data, skip_bad)
+    return evaluate_teacher(load_teacher(model), data, skip_bad=skip_bad)

@@ -1,21 +1,24 @@
-"""CLIP teachers through open_clip: specs, encoding, contrastive training, saving and loading.
+"""CLIP teachers through open_clip: specs, encoding, saving and loading (training: teacher_training.py).
 
 A teacher spec is one of:
   - a tiny preset name shipped here (`ammkd-tiny-vit`, `ammkd-tiny-rn`), randomly initialised;
   - an open_clip registry name, optionally with a pretrained tag: `ViT-B-32:openai`
     (downloads weights, so it needs internet; without a tag the model is randomly initialised);
+  - `CONFIG:CHECKPOINT`: a registry name or an open_clip model-config JSON with a local checkpoint;
+  - `VISION+hf:DIR`: the image tower of an open_clip config with a local Hugging Face encoder as
+    text tower (`hf:all-MiniLM-L6-v2` is the pretrained copy in the optional `hf` extra);
   - a teacher folder written by `train_teacher` (open_clip's `local-dir:` layout:
-    `open_clip_config.json` + `open_clip_model.safetensors`).
+    `open_clip_config.json` + `open_clip_model.safetensors`, plus `hf_text/` for an HF text tower).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
-import math
-import time
-from dataclasses import asdict, dataclass
+import pickle
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,17 +27,24 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from ammkd.common.config import save_config
 from ammkd.common.errors import ConfigError
-from ammkd.common.files import append_jsonl, atomic_write, atomic_write_json, sha256_file
+from ammkd.common.files import atomic_write, atomic_write_json, sha256_file
 from ammkd.common.progress import progress
-from ammkd.distill.data import image_tensor, load_split
-from ammkd.distill.schedule import Checkpointer, adamw, batch_indices, cosine_lr, set_lr, step_rng, total_steps
+from ammkd.distill.text_towers import (
+    PooledTexts,
+    copy_hf_description,
+    hf_model_cfg,
+    is_hf_cfg,
+    quiet_hf_loading,
+    register_model_cfg,
+    resolve_hf_dir,
+)
 from ammkd.export.bundle_format import InputSpec
 
 PRESET_DIR = Path(__file__).with_name("presets") / "teachers"
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
+HF_TEXT_DIR = "hf_text"
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -57,14 +67,13 @@ class Teacher:
     tokenizer: object
     spec: InputSpec
     fingerprint: str  # identifies the weights: SHA-256 of the checkpoint, or the spec for random init
+    model_cfg: dict = field(default_factory=dict)  # open_clip model config it was built from
+    _pooled: PooledTexts | None = field(default=None, repr=False)
 
     @property
     def dim(self) -> int:
-        return (
-            int(self.model.text_projection.shape[1])
-            if hasattr(self.model, "text_projection")
-            else int(self.model.visual.output_dim)
-        )
+        """Width D of the shared image-text space."""
+        return int(self.model_cfg["embed_dim"])
 
     @property
     def logit_scale(self) -> float:
@@ -79,7 +88,27 @@ class Teacher:
         """uint8 (B, 3, S, S) -> normalised (B, D), with gradients if the model is training."""
         return F.normalize(self.model.encode_image(self._normalise(images_u8)), dim=-1)
 
+    @property
+    def frozen_hf_text(self) -> bool:
+        """An HF text tower whose transformer does not train: its pooled outputs can be cached."""
+        return is_hf_cfg(self.model_cfg) and not any(p.requires_grad for p in self.model.text.transformer.parameters())
+
+    def _pooled_texts(self) -> PooledTexts:
+        if self._pooled is None:
+            self._pooled = PooledTexts(self.model, self.tokenizer)
+        return self._pooled
+
+    def prepare_texts(self, texts: list[str]) -> None:
+        """Run a frozen HF transformer over `texts` once, in large batches, so that training
+        steps only apply the projection (a no-op for other text towers)."""
+        if self.frozen_hf_text:
+            self._pooled_texts()(texts)
+
     def text_features(self, texts: list[str]) -> torch.Tensor:
+        """Texts -> normalised (N, D), with gradients where the text tower trains."""
+        if self.frozen_hf_text:
+            return F.normalize(self._pooled_texts().project(texts), dim=-1)
+        self._pooled = None  # the transformer trains: any cached pooled output goes stale
         return F.normalize(self.model.encode_text(self.tokenizer(texts)), dim=-1)
 
     @torch.no_grad()
@@ -91,6 +120,7 @@ class Teacher:
     @torch.no_grad()
     def encode_texts(self, texts: list[str], batch_size: int = 512) -> torch.Tensor:
         self.model.eval()
+        self.prepare_texts(texts)
         chunks = range(0, len(texts), batch_size)
         return torch.cat(
             [
@@ -129,28 +159,73 @@ def _quiet_random_init():
         root.removeFilter(f)
 
 
+def _create(model_cfg: dict, weights: Path | None = None) -> tuple[torch.nn.Module, object]:
+    """An open_clip model (and its tokenizer) from a config dict, with the CLIP weights in `weights`."""
+    name = register_model_cfg(model_cfg)
+    with _quiet_random_init(), quiet_hf_loading():
+        model = open_clip.create_model(name, pretrained=str(weights) if weights else None)
+        return model, open_clip.get_tokenizer(name)
+
+
+def _load_folder(path: Path) -> Teacher:
+    if not (path / CONFIG_FILE).is_file():
+        raise ConfigError(f"{path}: not a teacher folder (no {CONFIG_FILE})")
+    if not (path / WEIGHTS_FILE).is_file():
+        raise ConfigError(f"{path}: teacher folder has no {WEIGHTS_FILE}")
+    try:
+        cfg = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
+        model_cfg = cfg["model_cfg"]
+        if is_hf_cfg(model_cfg):  # the HF description sits in the folder, named relative to it
+            text_cfg = model_cfg["text_cfg"]
+            for key in ("hf_model_name", "hf_tokenizer_name"):
+                text_cfg[key] = str(path / text_cfg[key])
+        model, tokenizer = _create(model_cfg, path / WEIGHTS_FILE)
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError, KeyError, TypeError, RuntimeError, OSError) as e:
+        raise ConfigError(f"{path}: teacher folder does not load ({type(e).__name__}: {e})") from None
+    spec = _input_spec(model, cfg.get("preprocess_cfg"))
+    return Teacher(str(path), model, tokenizer, spec, sha256_file(path / WEIGHTS_FILE), model_cfg)
+
+
+def _load_checkpoint(spec: str, config: str, checkpoint: Path) -> Teacher:
+    """`CONFIG:CHECKPOINT`: an open_clip registry name or model-config JSON file, with the
+    weights of a local checkpoint (open_clip training `.pt`, `.bin` or `.safetensors`)."""
+    if config in open_clip.list_models():
+        model_cfg = open_clip.get_model_config(config)
+    elif Path(config).is_file():
+        try:
+            doc = json.loads(Path(config).read_text(encoding="utf-8"))
+            model_cfg = doc.get("model_cfg", doc)  # open_clip_config.json, or a bare model config
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+            raise ConfigError(f"{config}: not an open_clip model config ({e})") from None
+    else:
+        raise ConfigError(f"teacher {spec!r}: {config!r} is neither an open_clip model name nor a config file")
+    try:
+        model, tokenizer = _create(model_cfg, checkpoint)
+    except (ValueError, KeyError, TypeError, RuntimeError, OSError, pickle.UnpicklingError) as e:
+        raise ConfigError(f"{checkpoint}: does not load into {config} ({type(e).__name__}: {e})") from None
+    return Teacher(spec, model, tokenizer, _input_spec(model), sha256_file(checkpoint), model_cfg)
+
+
 def load_teacher(spec: str) -> Teacher:
     """Build a Teacher from a spec string (see the module docstring)."""
     path = Path(spec)
     if path.is_dir():
-        if not (path / CONFIG_FILE).is_file():
-            raise ConfigError(f"{path}: not a teacher folder (no {CONFIG_FILE})")
-        if not (path / WEIGHTS_FILE).is_file():
-            raise ConfigError(f"{path}: teacher folder has no {WEIGHTS_FILE}")
+        return _load_folder(path)
+    if "+hf:" in spec:
+        vision, _, hf = spec.partition("+hf:")
+        model_cfg = hf_model_cfg(vision, resolve_hf_dir(hf))
         try:
-            cfg = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
-            model = open_clip.create_model(f"local-dir:{path}")
-            tokenizer = open_clip.get_tokenizer(f"local-dir:{path}")
-        except (json.JSONDecodeError, UnicodeDecodeError, ValueError, KeyError, RuntimeError, OSError) as e:
-            raise ConfigError(f"{path}: teacher folder does not load ({type(e).__name__}: {e})") from None
-        return Teacher(
-            str(path), model, tokenizer, _input_spec(model, cfg.get("preprocess_cfg")), sha256_file(path / WEIGHTS_FILE)
-        )
+            model, tokenizer = _create(model_cfg)
+        except (ValueError, OSError, RuntimeError) as e:
+            raise ConfigError(f"teacher {spec!r}: the text tower does not load ({type(e).__name__}: {e})") from None
+        return Teacher(spec, model, tokenizer, _input_spec(model), f"{spec}:random-init", model_cfg)
     name, _, pretrained = spec.partition(":")
+    if pretrained and Path(pretrained).is_file():
+        return _load_checkpoint(spec, name, Path(pretrained))
     if name not in open_clip.list_models():
         raise ConfigError(
-            f"unknown teacher {spec!r}: not a folder, a preset ({', '.join(preset_names())}) "
-            f"or an open_clip model name (open_clip.list_models())"
+            f"unknown teacher {spec!r}: not a folder, a preset ({', '.join(preset_names())}), "
+            f"VISION+hf:DIR or an open_clip model name (open_clip.list_models())"
         )
     if pretrained and pretrained not in open_clip.list_pretrained_tags_by_model(name):
         tags = ", ".join(open_clip.list_pretrained_tags_by_model(name)) or "none"
@@ -169,18 +244,18 @@ def load_teacher(spec: str) -> Teacher:
         open_clip.get_tokenizer(name),
         _input_spec(model),
         f"{spec}" if pretrained else f"{spec}:random-init",
+        open_clip.get_model_config(name),
     )
 
 
 def save_teacher(teacher: Teacher, out: Path, extra: dict) -> None:
-    """Write an open_clip `local-dir:` folder: config + safetensors weights + ammkd metadata."""
+    """Write an open_clip `local-dir:` folder: config + safetensors weights + ammkd metadata.
+    An HF text tower's config and tokenizer go to `hf_text/` (its weights are in the checkpoint)."""
     out.mkdir(parents=True, exist_ok=True)
-    name = teacher.name.partition(":")[0]
-    model_cfg = (
-        open_clip.get_model_config(name)
-        if name in open_clip.list_models()
-        else json.loads((Path(teacher.name) / CONFIG_FILE).read_text())["model_cfg"]
-    )
+    model_cfg = copy.deepcopy(teacher.model_cfg)
+    if is_hf_cfg(model_cfg):
+        copy_hf_description(Path(model_cfg["text_cfg"]["hf_model_name"]), out / HF_TEXT_DIR)
+        model_cfg["text_cfg"].update(hf_model_name=HF_TEXT_DIR, hf_tokenizer_name=HF_TEXT_DIR)
     s = teacher.spec
     atomic_write_json(
         out / CONFIG_FILE,
@@ -198,82 +273,6 @@ def save_teacher(teacher: Teacher, out: Path, extra: dict) -> None:
     state = {k: v.detach().contiguous() for k, v in teacher.model.state_dict().items()}
     atomic_write(out / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp)))
     atomic_write_json(out / "teacher.json", {"weights_sha256": sha256_file(out / WEIGHTS_FILE), **extra})
-
-
-@dataclass
-class TeacherConfig:
-    """Contrastive fine-tuning of one teacher (open_clip ClipLoss), then it is frozen."""
-
-    model: str = "ammkd-tiny-vit"
-    data: str = "synthetic"
-    epochs: float = 10.0
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.1
-    warmup_fraction: float = 0.05
-    seed: int = 0
-    checkpoint_every: int = 100  # steps; 0 disables
-
-    def validate(self) -> None:
-        if self.epochs <= 0 or self.batch_size < 2 or self.lr <= 0:
-            raise ConfigError("teacher config: epochs and lr must be > 0 and batch_size >= 2")
-
-
-def train_teacher(cfg: TeacherConfig, out: str | Path, resume: bool = False) -> Path:
-    """Train a teacher contrastively on `cfg.data` (train split) and save it to `out`.
-
-    Each step pairs every image with one of its captions drawn at random. With `resume`, an
-    interrupted run continues from its last checkpoint in `out`. Returns `out`.
-    """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.json")
-    torch.manual_seed(cfg.seed)
-    teacher = load_teacher(cfg.model)
-    data = load_split(cfg.data, "train")
-    images, data, _ = image_tensor(data, teacher.spec)
-    images = torch.from_numpy(images)
-    model = teacher.model.train()
-    opt = adamw(model.named_parameters(), cfg.lr, cfg.weight_decay)
-    loss_fn = open_clip.ClipLoss()
-    total = total_steps(len(data), cfg.batch_size, cfg.epochs)
-    warmup = max(1, round(cfg.warmup_fraction * total))
-    log = out / "metrics.jsonl"
-    ckpt = Checkpointer(out, cfg.checkpoint_every, resume, log, asdict(cfg), model=model, optimizer=opt)
-    t0 = time.time()
-    for step in progress(range(ckpt.start(), total), f"training teacher {cfg.model}"):
-        idx = batch_indices(step, len(data), cfg.batch_size, cfg.seed)
-        rng = step_rng(cfg.seed, step)
-        texts = [data.captions[i][rng.integers(len(data.captions[i]))] for i in idx]
-        set_lr(opt, cosine_lr(step, total, cfg.lr, warmup))
-        img = teacher.image_features(images[idx])
-        txt = teacher.text_features(texts)
-        loss = loss_fn(img, txt, model.logit_scale.exp())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            model.logit_scale.clamp_(0, math.log(100))
-        if step % 10 == 0 or step == total - 1:
-            append_jsonl(
-                log,
-                {
-                    "step": step,
-                    "loss": round(loss.item(), 5),
-                    "lr": opt.param_groups[0]["lr"],
-                    "logit_scale": round(teacher.logit_scale, 3),
-                    "elapsed_s": round(time.time() - t0, 2),
-                },
-            )
-        ckpt.step_done(step, total)
-    model.eval()
-    save_teacher(
-        teacher,
-        out,
-        {"source": cfg.model, "data": cfg.data, "steps": total, "train_seconds": round(time.time() - t0, 1)},
-    )
-    ckpt.finish()
-    return out
 
 
 class TeacherImageEncoder(torch.nn.Module):

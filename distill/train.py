@@ -26,11 +26,22 @@ from ammkd.common.config import save_config
 from ammkd.common.errors import ConfigError, DataError
 from ammkd.common.files import append_jsonl, atomic_save_npy, atomic_write, atomic_write_json
 from ammkd.common.progress import progress
+from ammkd.distill.augment import Augment
 from ammkd.distill.class_vectors import class_vectors
+from ammkd.distill.curves import plot_learning_curve
 from ammkd.distill.data import ImageTextData, image_tensor, load_split
 from ammkd.distill.fusion import FUSIONS, fuse_class_vectors, fused_dim
 from ammkd.distill.losses import kl_distill, kl_grad_wrt_student_logits, soft_cross_entropy
-from ammkd.distill.schedule import Checkpointer, adamw, batch_indices, cosine_lr, read_log, set_lr, total_steps
+from ammkd.distill.schedule import (
+    Checkpointer,
+    adamw,
+    batch_indices,
+    cosine_lr,
+    read_log,
+    set_lr,
+    step_rng,
+    total_steps,
+)
 from ammkd.distill.student import Student, StudentArch, create_student
 from ammkd.distill.teachers import Teacher, load_teacher
 from ammkd.distill.weighting import WEIGHTINGS, teacher_weights
@@ -60,6 +71,8 @@ class DistillConfig:
     lr: float = 2e-3
     weight_decay: float = 0.05
     warmup_fraction: float = 0.05
+    aug_scale: list[float] = field(default_factory=lambda: [1.0, 1.0])  # student crops; teachers see the centre
+    skip_bad: bool = False  # skip unreadable images (listed in skipped.json) instead of failing
     seed: int = 0
     checkpoint_every: int = 100  # steps; 0 disables
 
@@ -84,6 +97,8 @@ class DistillConfig:
             raise ConfigError(f"distill: single_teacher must be in [0, {k - 1}]")
         if self.epochs <= 0 or self.batch_size < 2 or self.lr <= 0 or self.kd_temperature <= 0:
             raise ConfigError("distill: epochs, lr and kd_temperature must be > 0 and batch_size >= 2")
+        if len(self.aug_scale) != 2 or not 0 < self.aug_scale[0] <= self.aug_scale[1] <= 1:
+            raise ConfigError(f"distill: aug_scale must be [lo, hi] with 0 < lo <= hi <= 1, got {self.aug_scale}")
 
 
 def fused_text_vectors(teachers: list[Teacher], texts: list[str], fusion: str = "concat") -> np.ndarray:
@@ -143,6 +158,7 @@ def load_student(model_dir: str | Path) -> tuple[Student, dict]:
 def distill(cfg: DistillConfig, out: str | Path, resume: bool = False) -> Path:
     """Train a student from cfg.teachers on cfg.data (train split); write it and its index to
     `out`. With `resume`, an interrupted run continues from its last checkpoint. Returns `out`."""
+    cfg.validate()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.json")
@@ -150,14 +166,17 @@ def distill(cfg: DistillConfig, out: str | Path, resume: bool = False) -> Path:
     teachers = [load_teacher(t) for t in cfg.teachers]
     for t in teachers:
         t.model.eval().requires_grad_(False)
-    data = load_split(cfg.data, "train")
-    texts, per_image = data.texts()
     dim = fused_dim([t.dim for t in teachers], cfg.fusion)
     student = create_student(cfg.student, dim, cfg.image_size)
+    aug = Augment(scale=tuple(cfg.aug_scale))
+    store = student.arch.input_spec.with_size(aug.storage_size(student.arch.image_size))
+    images, data, skipped = image_tensor(load_split(cfg.data, "train"), store, skip_bad=cfg.skip_bad)
+    images = torch.from_numpy(images)
+    if cfg.skip_bad:
+        atomic_write_json(out / "skipped.json", {"count": len(skipped), "files": skipped})
+    texts, per_image = data.texts()
     outputs = [TeacherOutputs.compute(t, data, texts) for t in teachers]
     c_f = torch.from_numpy(fuse_class_vectors([o.class_vectors.numpy() for o in outputs], cfg.fusion))  # (N, D_f)
-    images, _, _ = image_tensor(data, student.arch.input_spec)
-    images = torch.from_numpy(images)
 
     log_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))  # student's learnable 1/tau
     opt = adamw([*student.named_parameters(), ("logit_scale", log_scale)], cfg.lr, cfg.weight_decay)
@@ -172,7 +191,7 @@ def distill(cfg: DistillConfig, out: str | Path, resume: bool = False) -> Path:
     for step in progress(range(ckpt.start(), total), f"distilling ({cfg.weighting})"):
         idx = torch.from_numpy(batch_indices(step, len(data), cfg.batch_size, cfg.seed))
         set_lr(opt, cosine_lr(step, total, cfg.lr, warmup))
-        emb = student(images[idx].float() / 255.0)
+        emb = student(aug(images[idx], student.arch.image_size, step_rng(cfg.seed, step)) / 255.0)
         z_s = log_scale.exp() * emb @ c_f.T  # (B, N)
         z_t = [o.logits(idx) for o in outputs]
         grads = torch.stack([kl_grad_wrt_student_logits(z, z_s.detach(), cfg.kd_temperature).flatten() for z in z_t])
@@ -215,11 +234,14 @@ def distill(cfg: DistillConfig, out: str | Path, resume: bool = False) -> Path:
         "weighting": cfg.weighting,
         "logit_scale": round(log_scale.exp().item(), 4),
         "data": cfg.data,
+        "images": len(data),
+        "skipped_images": len(skipped),
         "steps": total,
         "train_seconds": round(train_seconds, 1),
         "mean_alpha": np.mean([r["alpha"] for r in read_log(log)], axis=0).round(4).tolist(),
     }
     atomic_write_json(out / STUDENT_META, meta)
+    plot_learning_curve(log, out / "learning_curve.png", f"student {cfg.student} ({cfg.weighting}) on {cfg.data}")
     ckpt.finish()
     return out
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,9 @@ class InputSpec:
             if k in known:
                 known[k] = tuple(float(v) for v in known[k])
         return cls(**known)
+
+    def with_size(self, size: int) -> "InputSpec":
+        return replace(self, size=size)
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -22,7 +22,7 @@ def _isolated_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def pipeline(tmp_path_factory) -> dict[str, Path]:
     """Two teachers trained a few steps, an adaptive student, and its ONNX bundle."""
-    from ammkd.distill.teachers import TeacherConfig, train_teacher
+    from ammkd.distill.teacher_training import TeacherConfig, train_teacher
     from ammkd.distill.train import DistillConfig, distill
     from ammkd.export.bundle import ExportConfig, export_bundle
 

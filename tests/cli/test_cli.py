@@ -101,3 +101,23 @@ def test_empty_caption_and_corrupt_dataset_image(tmp_path):
         "broken.jpg",
         "not a readable image",
     )
+
+
+def test_teachers_train_skip_bad_and_accumulation_from_the_command_line(tmp_path):
+    from PIL import Image
+
+    rows = ["filepath\ttitle"]  # open_clip's tab-separated convention
+    for i in range(20):
+        Image.new("RGB", (24 + i, 30), (12 * i, 80, 200 - 5 * i)).save(tmp_path / f"{i}.png")
+        rows.append(f"{i}.png\tswatch number {i}")
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    rows.append("broken.jpg\ta broken file")
+    (tmp_path / "data.csv").write_text("\n".join(rows) + "\n")
+    args = ["teachers", "train", "--preset", "ammkd-tiny-rn", "--data", f"csv:{tmp_path}/data.csv:all"]
+    args += ["--epochs", "1", "--batch-size", "8", "--accum-steps", "2", "--out", str(tmp_path / "t")]
+    assert_user_error(run(*args), "broken.jpg", "--skip-bad")
+    proc = run(*args, "--skip-bad")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "t" / "skipped.json").read_text())["count"] == 1
+    assert json.loads((tmp_path / "t" / "config.json").read_text())["accum_steps"] == 2
+    assert (tmp_path / "t" / "learning_curve.png").is_file() and "learning curve" in proc.stdout

@@ -107,3 +107,128 @@ def test_flickr8k_layout(tmp_path):
     assert train.captions == [["red", "a red one"]]
     assert load_split(f"flickr8k:{root}", "val").captions == [["green"]]  # val falls back to dev
     assert load_split(f"flickr8k:{root}:dev", "train").captions == [["green"]]  # a split in the spec wins
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    img = Image.new("RGB", (60, 40), (255, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    img.save(tmp_path / "rotated.jpg", exif=exif)
+    assert load_rgb(tmp_path / "rotated.jpg").size == (40, 60)
+
+
+def test_decompression_bomb_limit_names_the_file(image_folder, monkeypatch):
+    from ammkd.mobile_runtime import preprocess
+
+    monkeypatch.setattr(preprocess, "MAX_IMAGE_PIXELS", 1000)  # the 60x40 fixture exceeds it
+    with pytest.raises(DataError, match=r"rgb.jpg: 60x40 exceeds 1000 pixels"):
+        load_rgb(image_folder / "rgb.jpg")
+
+
+def _many_images(root: Path, n: int, bad: set[int] = frozenset()) -> list[tuple[str, str]]:
+    """n images of mixed sizes and modes (i in `bad`: corrupt), one caption each."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(n):
+        name = f"img{i:03d}.png"
+        if i in bad:
+            (root / name).write_bytes(b"\x89PNG broken")
+        else:
+            w, h = int(rng.integers(20, 90)), int(rng.integers(20, 90))
+            img = Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8), "RGB")
+            img.convert(["RGB", "L", "RGBA", "P"][i % 4]).save(root / name)
+        rows.append((name, f"caption {i}"))
+    return rows
+
+
+def test_parallel_decoding_of_mixed_sizes_and_modes_with_skip_list_and_cache(tmp_path, monkeypatch):
+    from ammkd.distill import data as data_module
+
+    spec = write_csv(tmp_path / "many.csv", _many_images(tmp_path, 150, bad={7, 99}))
+    data = load_split(f"csv:{spec}:all", "train")
+    with pytest.raises(DataError, match=r"img007.png: not a readable image.*--skip-bad"):
+        image_tensor(data, InputSpec(size=24))  # decoded on every core; the error names the file
+    arr, readable, skipped = image_tensor(data, InputSpec(size=24), skip_bad=True)
+    assert arr.shape == (148, 3, 24, 24) and len(readable) == 148 and readable.captions[7] == ["caption 8"]
+    assert len(skipped) == 2 and "img007.png" in skipped[0] and "img099.png" in skipped[1]
+    monkeypatch.setattr(data_module, "_decode_all", lambda *a: pytest.fail("decoded twice"))
+    again, _, _ = image_tensor(data, InputSpec(size=24), skip_bad=True)  # from the disk cache
+    assert np.array_equal(again, arr)
+
+
+@pytest.mark.timeout(120)
+def test_a_dying_decode_worker_fails_the_run_instead_of_hanging(tmp_path, monkeypatch):
+    import os
+
+    from ammkd.distill import data as data_module
+
+    spec = write_csv(tmp_path / "many.csv", _many_images(tmp_path, 130))
+    monkeypatch.setattr(data_module, "to_uint8_chw", lambda *a: os._exit(3))  # inherited by forked workers
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    with pytest.raises(DataError, match="worker died"):
+        image_tensor(load_split(f"csv:{spec}:all", "train"), InputSpec(size=16))
+
+
+def test_coco_captions_format(image_folder):
+    import json
+
+    doc = {
+        "images": [{"id": 1, "file_name": "rgb.jpg"}, {"id": 2, "file_name": "gray.png"}, {"id": 3, "file_name": "x"}],
+        "annotations": [
+            {"id": 10, "image_id": 1, "caption": "a noisy photo"},
+            {"id": 11, "image_id": 2, "caption": "a grey photo "},
+            {"id": 12, "image_id": 1, "caption": "random pixels"},
+        ],
+    }
+    (image_folder / "captions.json").write_text(json.dumps(doc))
+    data = load_split(f"coco:{image_folder / 'captions.json'}:{image_folder}:all", "train")
+    assert data.captions == [["a noisy photo", "random pixels"], ["a grey photo"]]  # image 3: no caption, dropped
+    assert data.sources[0] == str(image_folder / "rgb.jpg")
+    doc["annotations"].append({"id": 13, "image_id": 9, "caption": "orphan"})
+    (image_folder / "captions.json").write_text(json.dumps(doc))
+    with pytest.raises(DataError, match="unknown image_id 9"):
+        load_split(f"coco:{image_folder / 'captions.json'}:{image_folder}:all", "train")
+
+
+def test_karpathy_format_splits_and_restval(image_folder):
+    import json
+
+    def entry(name, split, *caps):
+        return {"filename": name, "split": split, "sentences": [{"raw": c} for c in caps]}
+
+    doc = {
+        "images": [
+            entry("rgb.jpg", "train", "one", "two"),
+            entry("gray.png", "restval", "three"),
+            entry("rgba.png", "val", "four"),
+            entry("cmyk.jpg", "test", "five"),
+        ]
+    }
+    path = image_folder / "dataset_flickr30k.json"
+    path.write_text(json.dumps(doc))
+    spec = f"karpathy:{path}:{image_folder}"
+    assert load_split(spec, "train").captions == [["one", "two"], ["three"]]  # train includes restval
+    assert load_split(spec, "val").captions == [["four"]]
+    assert load_split(f"{spec}:test", "train").captions == [["five"]]
+    path.write_text(json.dumps({"images": [{"filename": "rgb.jpg", "split": "train"}]}))
+    with pytest.raises(DataError, match="not in Karpathy split format"):
+        load_split(spec, "train")
+
+
+@pytest.mark.parametrize(
+    "spec,message",
+    [
+        ("coco:/nonexistent.json", "needs an annotation file and an image folder"),
+        ("coco:/nonexistent.json:/nonexistent", "image folder not found"),
+        ("karpathy:/nonexistent.json:/tmp", "annotation file not found"),
+    ],
+)
+def test_bad_json_specs(spec, message):
+    with pytest.raises(DataError, match=message):
+        load_split(spec, "train")
+
+
+def test_open_clip_tab_separated_csv(image_folder):
+    (image_folder / "train.csv").write_text("filepath\ttitle\nrgb.jpg\ta photo, with a comma\n")
+    data = load_split(f"csv:{image_folder / 'train.csv'}:all", "train")
+    assert data.captions == [["a photo, with a comma"]] and data.sources == [str(image_folder / "rgb.jpg")]

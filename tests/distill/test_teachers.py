@@ -60,3 +60,17 @@ def test_class_vectors_are_cached_by_teacher_and_texts(pipeline, monkeypatch):
     assert np.array_equal(class_vectors(t, ["a red circle", "a blue square"]), first)
     with pytest.raises(pytest.fail.Exception):
         class_vectors(t, ["a blue square", "a red circle"])  # another text set: another key
+
+
+def test_local_checkpoint_with_registry_name_or_config_file(tmp_path):
+    src = load_teacher("ammkd-tiny-rn")
+    torch.save({"state_dict": src.model.state_dict()}, tmp_path / "epoch_3.pt")  # open_clip training layout
+    (tmp_path / "cfg.json").write_text(json.dumps(open_clip.get_model_config("ammkd-tiny-rn")))
+    expected = src.encode_texts(["a red circle"])
+    for spec in (f"ammkd-tiny-rn:{tmp_path / 'epoch_3.pt'}", f"{tmp_path / 'cfg.json'}:{tmp_path / 'epoch_3.pt'}"):
+        t = load_teacher(spec)
+        assert torch.allclose(t.encode_texts(["a red circle"]), expected, atol=1e-6)
+        assert len(t.fingerprint) == 64  # keyed by the checkpoint's hash: its class vectors are cached
+    (tmp_path / "bad.pt").write_bytes(b"garbage")
+    with pytest.raises(ConfigError, match="bad.pt: does not load"):
+        load_teacher(f"ammkd-tiny-rn:{tmp_path / 'bad.pt'}")
