@@ -6,7 +6,9 @@ Per step, for a batch of images:
   loss = kd_weight * sum_k a_k KL(softmax(z_k/T) || softmax(z_s/T)) * T^2
          + task_weight * CE(z_s, uniform over the image's own captions)
 with a = min-norm weights of the teachers' gradients w.r.t. z_s (DESIGN.md §4-5).
-Teachers are frozen: their image embeddings are computed once before training.
+Teachers are frozen: their image embeddings are computed once and cached (teacher_outputs.py),
+or computed every step on the student's crops (`teacher_outputs="online"`). Each teacher may
+have its own temperature T_k; the weights a may be smoothed across steps (EMA).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from ammkd.common.progress import progress
 from ammkd.distill.augment import Augment
 from ammkd.distill.class_vectors import class_vectors
 from ammkd.distill.curves import plot_learning_curve
-from ammkd.distill.data import ImageTextData, image_tensor, load_split
+from ammkd.distill.data import image_tensor, load_split
 from ammkd.distill.fusion import FUSIONS, fuse_class_vectors, fused_dim
 from ammkd.distill.losses import kl_distill, kl_grad_wrt_student_logits, soft_cross_entropy
 from ammkd.distill.schedule import (
@@ -43,8 +45,9 @@ from ammkd.distill.schedule import (
     total_steps,
 )
 from ammkd.distill.student import Student, StudentArch, create_student
+from ammkd.distill.teacher_outputs import TEACHER_OUTPUT_MODES, TeacherOutputs
 from ammkd.distill.teachers import Teacher, load_teacher
-from ammkd.distill.weighting import WEIGHTINGS, teacher_weights
+from ammkd.distill.weighting import WEIGHTINGS, smooth_weights, teacher_weights
 
 STUDENT_WEIGHTS = "student.safetensors"
 STUDENT_META = "student.json"
@@ -64,6 +67,9 @@ class DistillConfig:
     single_teacher: int = 0
     fusion: str = "concat"
     kd_temperature: float = 1.0
+    kd_temperatures: list[float] | None = None  # one per teacher; default: kd_temperature for all
+    alpha_ema: float = 0.0  # smoothing of the adaptive weights across steps (0: off, e.g. 0.9)
+    teacher_outputs: str = "cached"  # cached (fp16 on disk, student-only steps) | online (teachers every step)
     kd_weight: float = 1.0
     task_weight: float = 1.0
     epochs: float = 10.0
@@ -97,6 +103,14 @@ class DistillConfig:
             raise ConfigError(f"distill: single_teacher must be in [0, {k - 1}]")
         if self.epochs <= 0 or self.batch_size < 2 or self.lr <= 0 or self.kd_temperature <= 0:
             raise ConfigError("distill: epochs, lr and kd_temperature must be > 0 and batch_size >= 2")
+        if self.kd_temperatures is not None and (len(self.kd_temperatures) != k or min(self.kd_temperatures) <= 0):
+            raise ConfigError(f"distill: kd_temperatures needs {k} positive values, one per teacher")
+        if not 0 <= self.alpha_ema < 1:
+            raise ConfigError(f"distill: alpha_ema must be in [0, 1), got {self.alpha_ema}")
+        if self.teacher_outputs not in TEACHER_OUTPUT_MODES:
+            raise ConfigError(
+                f"distill: unknown teacher_outputs {self.teacher_outputs!r}; use one of {list(TEACHER_OUTPUT_MODES)}"
+            )
         if len(self.aug_scale) != 2 or not 0 < self.aug_scale[0] <= self.aug_scale[1] <= 1:
             raise ConfigError(f"distill: aug_scale must be [lo, hi] with 0 < lo <= hi <= 1, got {self.aug_scale}")
 
@@ -104,26 +118,6 @@ class DistillConfig:
 def fused_text_vectors(teachers: list[Teacher], texts: list[str], fusion: str = "concat") -> np.ndarray:
     """(N, D_f) fused class vectors of `texts`: what the student's embeddings are matched against."""
     return fuse_class_vectors([class_vectors(t, texts) for t in teachers], fusion)
-
-
-@dataclass
-class TeacherOutputs:
-    """A frozen teacher's image embeddings of the whole train split (M, D_k), computed once, and
-    its class vectors (N, D_k): a batch's logits are then one small matmul, never an (M, N) table."""
-
-    features: torch.Tensor
-    class_vectors: torch.Tensor
-    logit_scale: float
-
-    @classmethod
-    def compute(cls, teacher: Teacher, data: ImageTextData, texts: list[str]) -> "TeacherOutputs":
-        images, _, _ = image_tensor(data, teacher.spec)
-        vecs = torch.from_numpy(class_vectors(teacher, texts))
-        return cls(teacher.encode_images(images), vecs, teacher.logit_scale)
-
-    def logits(self, idx: torch.Tensor) -> torch.Tensor:
-        """(B, N) logits of the images `idx` over the text set."""
-        return self.logit_scale * self.features[idx] @ self.class_vectors.T
 
 
 def _caption_targets(per_image: list[list[int]], idx: torch.Tensor, n_texts: int) -> torch.Tensor:
@@ -175,7 +169,9 @@ def distill(cfg: DistillConfig, out: str | Path, resume: bool = False) -> Path:
     if cfg.skip_bad:
         atomic_write_json(out / "skipped.json", {"count": len(skipped), "files": skipped})
     texts, per_image = data.texts()
-    outputs = [TeacherOutputs.compute(t, data, texts) for t in teachers]
+    outputs = [TeacherOutputs(t, data, texts, cfg.teacher_outputs, aug) for t in teachers]
+    temps = cfg.kd_temperatures or [cfg.kd_temperature] * len(teachers)
+    alpha_state = torch.full((len(teachers),), float("nan"))  # EMA of the weights (NaN: no step yet)
     c_f = torch.from_numpy(fuse_class_vectors([o.class_vectors.numpy() for o in outputs], cfg.fusion))  # (N, D_f)
 
     log_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))  # student's learnable 1/tau
@@ -184,7 +180,15 @@ def distill(cfg: DistillConfig, out: str | Path, resume: bool = False) -> Path:
     warmup = max(1, round(cfg.warmup_fraction * total))
     log = out / "metrics.jsonl"
     ckpt = Checkpointer(
-        out, cfg.checkpoint_every, resume, log, asdict(cfg), model=student, optimizer=opt, logit_scale=log_scale
+        out,
+        cfg.checkpoint_every,
+        resume,
+        log,
+        asdict(cfg),
+        model=student,
+        optimizer=opt,
+        logit_scale=log_scale,
+        alpha_state=alpha_state,
     )
     t0 = time.time()
     student.train()
@@ -193,10 +197,11 @@ def distill(cfg: DistillConfig, out: str | Path, resume: bool = False) -> Path:
         set_lr(opt, cosine_lr(step, total, cfg.lr, warmup))
         emb = student(aug(images[idx], student.arch.image_size, step_rng(cfg.seed, step)) / 255.0)
         z_s = log_scale.exp() * emb @ c_f.T  # (B, N)
-        z_t = [o.logits(idx) for o in outputs]
-        grads = torch.stack([kl_grad_wrt_student_logits(z, z_s.detach(), cfg.kd_temperature).flatten() for z in z_t])
-        alpha = teacher_weights(cfg.weighting, grads, cfg.tolerance, cfg.fixed_weights, cfg.single_teacher)
-        kls = [kl_distill(z, z_s, cfg.kd_temperature) for z in z_t]
+        z_t = [o.logits(idx, cfg.seed, step) for o in outputs]
+        grads = torch.stack([kl_grad_wrt_student_logits(z, z_s.detach(), t).flatten() for z, t in zip(z_t, temps)])
+        raw = teacher_weights(cfg.weighting, grads, cfg.tolerance, cfg.fixed_weights, cfg.single_teacher)
+        alpha = smooth_weights(alpha_state, raw, cfg.alpha_ema)
+        kls = [kl_distill(z, z_s, t) for z, t in zip(z_t, temps)]
         kd = sum(a * kl for a, kl in zip(alpha.tolist(), kls))
         task = soft_cross_entropy(z_s, _caption_targets(per_image, idx, len(texts)))
         loss = cfg.kd_weight * kd + cfg.task_weight * task
@@ -212,6 +217,7 @@ def distill(cfg: DistillConfig, out: str | Path, resume: bool = False) -> Path:
                 "task": round(task.item(), 5),
                 "kl": [round(k.item(), 5) for k in kls],
                 "alpha": [round(a, 4) for a in alpha.tolist()],
+                "alpha_raw": [round(a, 4) for a in raw.tolist()],
                 "lr": opt.param_groups[0]["lr"],
                 "student_scale": round(log_scale.exp().item(), 3),
                 "elapsed_s": round(time.time() - t0, 2),

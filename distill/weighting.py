@@ -66,3 +66,15 @@ def teacher_weights(
     if mode == "none":
         return torch.zeros(k)
     raise ValueError(f"unknown weighting {mode!r}; use one of {WEIGHTINGS}")
+
+
+def smooth_weights(state: torch.Tensor, weights: torch.Tensor, ema: float) -> torch.Tensor:
+    """EMA of the teacher weights across steps, in place in `state` (K,) (NaN before the first
+    step): state = ema * state + (1 - ema) * weights. Returns the smoothed weights (still on
+    the simplex: a convex combination of points on it). ema = 0 returns `weights` unchanged."""
+    with torch.no_grad():
+        if ema == 0 or torch.isnan(state).any():
+            state.copy_(weights)
+        else:
+            state.mul_(ema).add_((1 - ema) * weights)
+    return state.clone()

@@ -35,6 +35,9 @@ def test_student_folder_round_trips(pipeline):
         ({"teachers": ["a", "b"], "weighting": "magic"}, "unknown weighting"),
         ({"teachers": ["a", "b"], "tolerance": 0.3}, "tolerance"),
         ({"teachers": ["a", "b"], "weighting": "fixed"}, "fixed_weights"),
+        ({"teachers": ["a", "b"], "kd_temperatures": [1.0]}, "one per teacher"),
+        ({"teachers": ["a", "b"], "alpha_ema": 1.0}, "alpha_ema"),
+        ({"teachers": ["a", "b"], "teacher_outputs": "sometimes"}, "teacher_outputs"),
     ],
 )
 def test_bad_distill_configs(kwargs, message):
@@ -44,7 +47,15 @@ def test_bad_distill_configs(kwargs, message):
         build_config(DistillConfig, kwargs)
 
 
-def test_interrupted_distillation_resumes_exactly(pipeline, tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        # online teachers on augmented crops, per-teacher temperatures, smoothed weights
+        {"teacher_outputs": "online", "aug_scale": [0.5, 1.0], "kd_temperatures": [2.0, 1.0], "alpha_ema": 0.8},
+    ],
+)
+def test_interrupted_distillation_resumes_exactly(pipeline, tmp_path, monkeypatch, options):
     from safetensors.torch import load_file
 
     from ammkd.distill import schedule
@@ -57,6 +68,7 @@ def test_interrupted_distillation_resumes_exactly(pipeline, tmp_path, monkeypatc
         epochs=2,
         batch_size=32,
         checkpoint_every=3,
+        **options,
     )
     distill(cfg, tmp_path / "straight")
 

@@ -1,0 +1,72 @@
+"""What a frozen teacher says about each training image: (B, N) logits over its class vectors.
+
+Two modes (DistillConfig.teacher_outputs):
+  cached  each teacher embeds every train image once (centre crop, no augmentation); the
+          embeddings are stored as fp16 on disk, memory-mapped, keyed by the teacher's weights,
+          the images and the input spec, so every later run (seeds, ablations) skips the
+          teachers entirely and distillation runs the student alone;
+  online  each step the teachers embed the batch, seeing the same random crop as the student
+          (exact targets under augmentation, at the cost of a teacher forward pass per step).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from ammkd.common.files import atomic_save_npy, sha256_text
+from ammkd.common.paths import cache_dir
+from ammkd.distill.augment import Augment
+from ammkd.distill.class_vectors import class_vectors
+from ammkd.distill.data import ImageTextData, image_tensor
+from ammkd.distill.schedule import step_rng
+from ammkd.distill.teachers import Teacher
+
+TEACHER_OUTPUT_MODES = ("cached", "online")
+
+
+def _cached_features(teacher: Teacher, data: ImageTextData) -> np.ndarray:
+    """(M, D) fp16 image embeddings of every image of `data`, memory-mapped from the cache.
+    Randomly initialised teachers have no stable fingerprint: computed in memory, not stored."""
+    key = sha256_text(teacher.fingerprint, json.dumps(teacher.spec.to_dict(), sort_keys=True), *data.sources)
+    path = cache_dir() / "teacher_outputs" / f"{key}.npy"
+    if path.is_file():
+        feats = np.load(path, mmap_mode="r")
+        if feats.shape == (len(data), teacher.dim):
+            return feats
+    images, _, _ = image_tensor(data, teacher.spec)
+    feats = teacher.encode_images(images).numpy().astype(np.float16)
+    if not teacher.fingerprint.endswith(":random-init"):
+        atomic_save_npy(path, feats)
+    return feats
+
+
+class TeacherOutputs:
+    """One frozen teacher over the train split; `logits(idx, seed, step)` gives its (B, N) logits
+    for the images `idx` of step `step` (in online mode: on that step's augmented crops)."""
+
+    def __init__(self, teacher: Teacher, data: ImageTextData, texts: list[str], mode: str, aug: Augment):
+        if mode not in TEACHER_OUTPUT_MODES:
+            raise ValueError(f"unknown teacher output mode {mode!r}; use one of {TEACHER_OUTPUT_MODES}")
+        self.teacher, self.mode, self.aug = teacher, mode, aug
+        self.class_vectors = torch.from_numpy(class_vectors(teacher, texts))  # (N, D_k)
+        self.logit_scale = teacher.logit_scale
+        if mode == "cached":
+            self.features = _cached_features(teacher, data)
+        else:
+            store = teacher.spec.with_size(aug.storage_size(teacher.spec.size))
+            self.images = torch.from_numpy(image_tensor(data, store)[0])
+
+    def embed(self, idx: torch.Tensor, seed: int, step: int) -> torch.Tensor:
+        """(B, D_k) float32 unit embeddings of the images `idx` as this step sees them."""
+        if self.mode == "cached":
+            return torch.from_numpy(np.asarray(self.features[idx.numpy()], dtype=np.float32))
+        batch = self.aug(self.images[idx], self.teacher.spec.size, step_rng(seed, step))  # the student's crop
+        with torch.no_grad():
+            return self.teacher.image_features(batch)
+
+    def logits(self, idx: torch.Tensor, seed: int, step: int) -> torch.Tensor:
+        """(B, N) logits of the images `idx` over the text set."""
+        return self.logit_scale * self.embed(idx, seed, step) @ self.class_vectors.T
