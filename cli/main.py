@@ -97,6 +97,7 @@ def distill(
 ):
     """Distil a student from the teachers (AMMKD: KL over class vectors, adaptive weights)."""
     from ammkd.common.config import load_config
+    from ammkd.distill.distributed import ranks
     from ammkd.distill.evaluate import evaluate
     from ammkd.distill.train import DistillConfig, distill as run
 
@@ -112,6 +113,8 @@ def distill(
         skip_bad=skip_bad or None,
     )
     run(cfg, out_dir, resume=resume)
+    if not ranks().is_main:  # under torchrun, rank 0 alone reports
+        return
     metrics = evaluate(str(out_dir), cfg.data, skip_bad=cfg.skip_bad)
     out.print(_metrics_table(f"student ({cfg.weighting}) on {cfg.data} (val)", {str(out_dir): metrics}))
     out.print(f"student written to [bold]{out_dir}[/bold]")

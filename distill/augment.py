@@ -45,16 +45,23 @@ class Augment:
         y1 = rng.uniform(0, 1, n) * (side - h)
         return np.stack([x1, y1, x1 + w, y1 + h], axis=1)
 
-    def __call__(self, images_u8: torch.Tensor, size: int, rng: np.random.Generator) -> torch.Tensor:
-        """uint8 (B, 3, S', S') -> float (B, 3, size, size) in [0, 255], cropped and resized."""
+    def __call__(
+        self, images_u8: torch.Tensor, size: int, rng: np.random.Generator, within: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        """uint8 (B, 3, S', S') -> float (B, 3, size, size) in [0, 255], cropped and resized.
+
+        `within` = (offset, total): these B images are rows offset..offset+B of a batch of
+        `total` (one data-parallel rank's share); they get the crops a whole-batch call would.
+        """
         n, side = len(images_u8), images_u8.shape[-1]
         if self.identity and side == size:
             return images_u8.float()  # exactly the evaluation pixels
-        boxes = torch.from_numpy(self.boxes(n, side, rng)).float()
+        offset, total = within or (0, n)
+        boxes = torch.from_numpy(self.boxes(total, side, rng)[offset : offset + n]).float()
         rois = torch.cat([torch.arange(n, dtype=torch.float32)[:, None], boxes], dim=1)
         out = roi_align(images_u8.float(), rois, output_size=(size, size), spatial_scale=1.0, aligned=True)
         if self.hflip:
-            flip = torch.from_numpy(rng.random(n) < 0.5)
+            flip = torch.from_numpy(rng.random(total)[offset : offset + n] < 0.5)
             out[flip] = out[flip].flip(-1)
         return out.clamp_(0, 255)
 

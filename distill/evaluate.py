@@ -51,7 +51,7 @@ def evaluate_student(model_dir, data, skip_bad: bool = False) -> dict[str, float
     """A student folder: its image embeddings against the fused class vectors of the captions."""
     from ammkd.distill.data import image_tensor
     from ammkd.distill.teachers import load_teacher
-    from ammkd.distill.train import fused_text_vectors, load_student
+    from ammkd.distill.train import fused_text_vectors, load_fusion, load_student
 
     student, meta = load_student(model_dir)
     images, data, _ = image_tensor(data, student.arch.input_spec, skip_bad)
@@ -59,7 +59,8 @@ def evaluate_student(model_dir, data, skip_bad: bool = False) -> dict[str, float
         x = torch.from_numpy(images).float() / 255.0
         img = torch.cat([student(x[i : i + 256]) for i in range(0, len(x), 256)])
     unique, per_image = data.texts()
-    fused = fused_text_vectors([load_teacher(t) for t in meta["teachers"]], unique, meta["fusion"])
+    teachers = [load_teacher(t) for t in meta["teachers"]]
+    fused = fused_text_vectors(teachers, unique, meta["fusion"], load_fusion(model_dir, meta))
     ids = np.array([i for ids in per_image for i in ids])
     return recall_at_k(img, fused[ids], data.flat_captions()[1])
 

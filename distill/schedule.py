@@ -82,16 +82,18 @@ class Checkpointer:
 
     FILE = "checkpoint.pt"
 
-    def __init__(self, out: Path, every: int, resume: bool, log: Path, config: dict, **objects):
+    def __init__(self, out: Path, every: int, resume: bool, log: Path, config: dict, writer: bool = True, **objects):
         self.path, self.every, self.resume, self.log = out / self.FILE, every, resume, log
         self.config, self.objects = json.dumps(config, sort_keys=True), objects
+        self.writer = writer  # False on data-parallel ranks other than 0: they only read
 
     def start(self) -> int:
         """Restore the last checkpoint if resuming (else discard any); return the first step to run."""
         ckpt = load_checkpoint(self.path) if self.resume else None
         if ckpt is None:
-            self.path.unlink(missing_ok=True)  # a stale checkpoint must never be resumed into this run
-            self.log.unlink(missing_ok=True)
+            if self.writer:
+                self.path.unlink(missing_ok=True)  # a stale checkpoint must never be resumed into this run
+                self.log.unlink(missing_ok=True)
             return 0
         if ckpt.get("config") != self.config:
             raise ConfigError(
@@ -104,12 +106,13 @@ class Checkpointer:
                     obj.copy_(ckpt[name])
             else:
                 obj.load_state_dict(ckpt[name])
-        kept = [r for r in read_log(self.log) if r["step"] <= ckpt["step"]]
-        self.log.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        if self.writer:
+            kept = [r for r in read_log(self.log) if r["step"] <= ckpt["step"]]
+            self.log.write_text("".join(json.dumps(r) + "\n" for r in kept))
         return ckpt["step"] + 1
 
     def step_done(self, step: int, total: int) -> None:
-        if self.every > 0 and (step + 1) % self.every == 0 and step + 1 < total:
+        if self.writer and self.every > 0 and (step + 1) % self.every == 0 and step + 1 < total:
             state = {
                 n: o.detach().clone() if isinstance(o, torch.Tensor) else o.state_dict()
                 for n, o in self.objects.items()
@@ -118,7 +121,8 @@ class Checkpointer:
 
     def finish(self) -> None:
         """Call once every output is written: the checkpoint has served its purpose."""
-        self.path.unlink(missing_ok=True)
+        if self.writer:
+            self.path.unlink(missing_ok=True)
 
 
 def read_log(log: Path) -> list[dict]:

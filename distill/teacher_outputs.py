@@ -21,13 +21,15 @@ from ammkd.common.paths import cache_dir
 from ammkd.distill.augment import Augment
 from ammkd.distill.class_vectors import class_vectors
 from ammkd.distill.data import ImageTextData, image_tensor
+from ammkd.distill.distributed import Ranks
+from ammkd.distill.fusion import FusionNetwork
 from ammkd.distill.schedule import step_rng
 from ammkd.distill.teachers import Teacher
 
 TEACHER_OUTPUT_MODES = ("cached", "online")
 
 
-def _cached_features(teacher: Teacher, data: ImageTextData) -> np.ndarray:
+def _cached_features(teacher: Teacher, data: ImageTextData, ranks: Ranks = Ranks()) -> np.ndarray:
     """(M, D) fp16 image embeddings of every image of `data`, memory-mapped from the cache.
     Randomly initialised teachers have no stable fingerprint: computed in memory, not stored."""
     key = sha256_text(teacher.fingerprint, json.dumps(teacher.spec.to_dict(), sort_keys=True), *data.sources)
@@ -37,9 +39,12 @@ def _cached_features(teacher: Teacher, data: ImageTextData) -> np.ndarray:
         if feats.shape == (len(data), teacher.dim):
             return feats
     images, _, _ = image_tensor(data, teacher.spec)
-    feats = teacher.encode_images(images).numpy().astype(np.float16)
-    if not teacher.fingerprint.endswith(":random-init"):
+    share = ranks.chunk(len(images))  # data-parallel: each rank embeds its share, then all gather
+    local = teacher.encode_images(images[share.start : share.stop])
+    feats = ranks.gather_rows(local, len(images)).numpy().astype(np.float16)
+    if ranks.is_main and not teacher.fingerprint.endswith(":random-init"):
         atomic_save_npy(path, feats)
+    ranks.barrier()
     return feats
 
 
@@ -47,26 +52,46 @@ class TeacherOutputs:
     """One frozen teacher over the train split; `logits(idx, seed, step)` gives its (B, N) logits
     for the images `idx` of step `step` (in online mode: on that step's augmented crops)."""
 
-    def __init__(self, teacher: Teacher, data: ImageTextData, texts: list[str], mode: str, aug: Augment):
+    def __init__(
+        self, teacher: Teacher, data: ImageTextData, texts: list[str], mode: str, aug: Augment, ranks: Ranks = Ranks()
+    ):
         if mode not in TEACHER_OUTPUT_MODES:
             raise ValueError(f"unknown teacher output mode {mode!r}; use one of {TEACHER_OUTPUT_MODES}")
-        self.teacher, self.mode, self.aug = teacher, mode, aug
+        self.teacher, self.mode, self.aug, self.ranks = teacher, mode, aug, ranks
         self.class_vectors = torch.from_numpy(class_vectors(teacher, texts))  # (N, D_k)
         self.logit_scale = teacher.logit_scale
         if mode == "cached":
-            self.features = _cached_features(teacher, data)
+            self.features = _cached_features(teacher, data, ranks)
         else:
             store = teacher.spec.with_size(aug.storage_size(teacher.spec.size))
             self.images = torch.from_numpy(image_tensor(data, store)[0])
 
-    def embed(self, idx: torch.Tensor, seed: int, step: int) -> torch.Tensor:
-        """(B, D_k) float32 unit embeddings of the images `idx` as this step sees them."""
+    def all_features(self, data: ImageTextData) -> np.ndarray:
+        """(M, D_k) fp16 centre-crop embeddings of every train image (what the fusion network fits)."""
+        return self.features if self.mode == "cached" else _cached_features(self.teacher, data, self.ranks)
+
+    def embed(self, idx: torch.Tensor, seed: int, step: int, within: tuple[int, int] | None = None) -> torch.Tensor:
+        """(B, D_k) float32 unit embeddings of the images `idx` as this step sees them
+        (`within`: the rows' place in the global batch, see Augment)."""
         if self.mode == "cached":
             return torch.from_numpy(np.asarray(self.features[idx.numpy()], dtype=np.float32))
-        batch = self.aug(self.images[idx], self.teacher.spec.size, step_rng(seed, step))  # the student's crop
+        batch = self.aug(self.images[idx], self.teacher.spec.size, step_rng(seed, step), within)  # the student's crop
         with torch.no_grad():
             return self.teacher.image_features(batch)
 
-    def logits(self, idx: torch.Tensor, seed: int, step: int) -> torch.Tensor:
+    def logits(self, idx: torch.Tensor, seed: int, step: int, within: tuple[int, int] | None = None) -> torch.Tensor:
         """(B, N) logits of the images `idx` over the text set."""
-        return self.logit_scale * self.embed(idx, seed, step) @ self.class_vectors.T
+        return self.logit_scale * self.embed(idx, seed, step, within) @ self.class_vectors.T
+
+
+class FusedTeacherOutputs:
+    """The fusion network's image-text distribution as one more teacher: the fused image features
+    of the teachers' embeddings against the fused class vectors C_f (N, D_f)."""
+
+    def __init__(self, outputs: list[TeacherOutputs], net: FusionNetwork, fused_vectors: torch.Tensor):
+        self.outputs, self.net, self.class_vectors = outputs, net, fused_vectors
+
+    def logits(self, idx: torch.Tensor, seed: int, step: int, within: tuple[int, int] | None = None) -> torch.Tensor:
+        with torch.no_grad():
+            fused = self.net.images([o.embed(idx, seed, step, within) for o in self.outputs])
+            return self.net.scale * fused @ self.class_vectors.T

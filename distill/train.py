@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from ammkd.common.config import save_config
@@ -32,7 +31,15 @@ from ammkd.distill.augment import Augment
 from ammkd.distill.class_vectors import class_vectors
 from ammkd.distill.curves import plot_learning_curve
 from ammkd.distill.data import image_tensor, load_split
-from ammkd.distill.fusion import FUSIONS, fuse_class_vectors, fused_dim
+from ammkd.distill.distributed import ranks
+from ammkd.distill.fusion import (
+    FUSIONS,
+    FusionNetwork,
+    fuse_class_vectors,
+    fused_dim,
+    train_fusion,
+    uses_network,
+)
 from ammkd.distill.losses import kl_distill, kl_grad_wrt_student_logits, soft_cross_entropy
 from ammkd.distill.schedule import (
     Checkpointer,
@@ -45,11 +52,12 @@ from ammkd.distill.schedule import (
     total_steps,
 )
 from ammkd.distill.student import Student, StudentArch, create_student
-from ammkd.distill.teacher_outputs import TEACHER_OUTPUT_MODES, TeacherOutputs
+from ammkd.distill.teacher_outputs import TEACHER_OUTPUT_MODES, FusedTeacherOutputs, TeacherOutputs
 from ammkd.distill.teachers import Teacher, load_teacher
 from ammkd.distill.weighting import WEIGHTINGS, smooth_weights, teacher_weights
 
 STUDENT_WEIGHTS = "student.safetensors"
+FUSION_WEIGHTS = "fusion.safetensors"
 STUDENT_META = "student.json"
 INDEX_TEXTS = "index_texts.json"
 INDEX_VECTORS = "index_vectors.npy"
@@ -65,7 +73,9 @@ class DistillConfig:
     tolerance: float = 0.6  # cap C on any teacher's weight (AE-KD's tolerance)
     fixed_weights: list[float] | None = None
     single_teacher: int = 0
-    fusion: str = "concat"
+    fusion: str = "concat"  # concat | network (trained fused index) | network+teacher (and a fused teacher)
+    fusion_dim: int | None = None  # D_f of a fusion network (default: the sum of the teachers' widths)
+    fusion_steps: int = 300
     kd_temperature: float = 1.0
     kd_temperatures: list[float] | None = None  # one per teacher; default: kd_temperature for all
     alpha_ema: float = 0.0  # smoothing of the adaptive weights across steps (0: off, e.g. 0.9)
@@ -82,10 +92,15 @@ class DistillConfig:
     seed: int = 0
     checkpoint_every: int = 100  # steps; 0 disables
 
+    @property
+    def kd_teachers(self) -> int:
+        """How many distributions the KL terms weigh: the teachers, plus the fused one if asked."""
+        return len(self.teachers) + (self.fusion == "network+teacher")
+
     def validate(self) -> None:
-        k = len(self.teachers)
-        if k < 1:
+        if not self.teachers:
             raise ConfigError("distill: needs at least one teacher (--teachers T1,T2)")
+        k = self.kd_teachers
         if self.weighting not in WEIGHTINGS:
             raise ConfigError(f"distill: unknown weighting {self.weighting!r}; use one of {list(WEIGHTINGS)}")
         if self.fusion not in FUSIONS:
@@ -111,13 +126,36 @@ class DistillConfig:
             raise ConfigError(
                 f"distill: unknown teacher_outputs {self.teacher_outputs!r}; use one of {list(TEACHER_OUTPUT_MODES)}"
             )
+        if self.fusion_dim is not None and self.fusion_dim < 2 or self.fusion_steps < 1:
+            raise ConfigError("distill: fusion_dim must be >= 2 and fusion_steps >= 1")
         if len(self.aug_scale) != 2 or not 0 < self.aug_scale[0] <= self.aug_scale[1] <= 1:
             raise ConfigError(f"distill: aug_scale must be [lo, hi] with 0 < lo <= hi <= 1, got {self.aug_scale}")
 
 
-def fused_text_vectors(teachers: list[Teacher], texts: list[str], fusion: str = "concat") -> np.ndarray:
+def fused_text_vectors(
+    teachers: list[Teacher], texts: list[str], fusion: str = "concat", net: FusionNetwork | None = None
+) -> np.ndarray:
     """(N, D_f) fused class vectors of `texts`: what the student's embeddings are matched against."""
-    return fuse_class_vectors([class_vectors(t, texts) for t in teachers], fusion)
+    vecs = [class_vectors(t, texts) for t in teachers]
+    if net is None:
+        return fuse_class_vectors(vecs, fusion)
+    with torch.no_grad():
+        return net.texts([torch.from_numpy(v) for v in vecs]).numpy()
+
+
+def load_fusion(model_dir: str | Path, meta: dict) -> FusionNetwork | None:
+    """The trained fusion network of a student folder (None for the parameter-free concat)."""
+    if not uses_network(meta.get("fusion", "concat")):
+        return None
+    path = Path(model_dir) / FUSION_WEIGHTS
+    if not path.is_file():
+        raise ConfigError(f"{path}: missing; the student folder is incomplete (re-run ammkd distill)")
+    net = FusionNetwork(meta["fusion_dims"], meta["arch"]["embed_dim"])
+    try:
+        net.load_state_dict(load_file(str(path)))
+    except (RuntimeError, OSError) as e:
+        raise ConfigError(f"{path}: does not load into the fusion network in {STUDENT_META} ({e})") from None
+    return net.eval().requires_grad_(False)
 
 
 def _caption_targets(per_image: list[list[int]], idx: torch.Tensor, n_texts: int) -> torch.Tensor:
@@ -153,26 +191,40 @@ def distill(cfg: DistillConfig, out: str | Path, resume: bool = False) -> Path:
     """Train a student from cfg.teachers on cfg.data (train split); write it and its index to
     `out`. With `resume`, an interrupted run continues from its last checkpoint. Returns `out`."""
     cfg.validate()
+    rk = ranks()  # torchrun: this process's share of the work (see distributed.py)
+    if cfg.batch_size % rk.world:
+        raise ConfigError(f"distill: batch_size {cfg.batch_size} must divide evenly over {rk.world} processes")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.json")
+    if rk.is_main:
+        save_config(cfg, out / "config.json")
     torch.manual_seed(cfg.seed)
     teachers = [load_teacher(t) for t in cfg.teachers]
     for t in teachers:
         t.model.eval().requires_grad_(False)
-    dim = fused_dim([t.dim for t in teachers], cfg.fusion)
+    dim = fused_dim([t.dim for t in teachers], cfg.fusion, cfg.fusion_dim)
     student = create_student(cfg.student, dim, cfg.image_size)
     aug = Augment(scale=tuple(cfg.aug_scale))
     store = student.arch.input_spec.with_size(aug.storage_size(student.arch.image_size))
     images, data, skipped = image_tensor(load_split(cfg.data, "train"), store, skip_bad=cfg.skip_bad)
     images = torch.from_numpy(images)
-    if cfg.skip_bad:
+    if cfg.skip_bad and rk.is_main:
         atomic_write_json(out / "skipped.json", {"count": len(skipped), "files": skipped})
     texts, per_image = data.texts()
-    outputs = [TeacherOutputs(t, data, texts, cfg.teacher_outputs, aug) for t in teachers]
-    temps = cfg.kd_temperatures or [cfg.kd_temperature] * len(teachers)
-    alpha_state = torch.full((len(teachers),), float("nan"))  # EMA of the weights (NaN: no step yet)
-    c_f = torch.from_numpy(fuse_class_vectors([o.class_vectors.numpy() for o in outputs], cfg.fusion))  # (N, D_f)
+    outputs = [TeacherOutputs(t, data, texts, cfg.teacher_outputs, aug, rk) for t in teachers]
+    fusion_net, fusion_losses = None, []
+    if uses_network(cfg.fusion):  # deterministic: a resumed run refits the same network
+        feats = [o.all_features(data) for o in outputs]
+        vecs = [o.class_vectors for o in outputs]
+        fusion_net, fusion_losses = train_fusion(feats, vecs, per_image, dim, cfg.fusion_steps, seed=cfg.seed)
+        c_f = fusion_net.texts(vecs)  # (N, D_f)
+    else:
+        c_f = torch.from_numpy(fuse_class_vectors([o.class_vectors.numpy() for o in outputs], cfg.fusion))
+    kd_outputs = list(outputs)
+    if cfg.fusion == "network+teacher":
+        kd_outputs.append(FusedTeacherOutputs(outputs, fusion_net, c_f))
+    temps = cfg.kd_temperatures or [cfg.kd_temperature] * len(kd_outputs)
+    alpha_state = torch.full((len(kd_outputs),), float("nan"))  # EMA of the weights (NaN: no step yet)
 
     log_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))  # student's learnable 1/tau
     opt = adamw([*student.named_parameters(), ("logit_scale", log_scale)], cfg.lr, cfg.weight_decay)
@@ -185,21 +237,28 @@ def distill(cfg: DistillConfig, out: str | Path, resume: bool = False) -> Path:
         resume,
         log,
         asdict(cfg),
+        writer=rk.is_main,
         model=student,
         optimizer=opt,
         logit_scale=log_scale,
         alpha_state=alpha_state,
     )
+    model = rk.wrap(student)  # DDP averages the student's gradients over ranks
+    first = ckpt.start()
+    rk.barrier()
     t0 = time.time()
     student.train()
-    for step in progress(range(ckpt.start(), total), f"distilling ({cfg.weighting})"):
-        idx = torch.from_numpy(batch_indices(step, len(data), cfg.batch_size, cfg.seed))
+    for step in progress(range(first, total), f"distilling ({cfg.weighting})"):
+        batch = batch_indices(step, len(data), cfg.batch_size, cfg.seed)
+        lo, hi = rk.rows(len(batch))
+        idx, within = torch.from_numpy(batch[lo:hi]), (lo, len(batch))
         set_lr(opt, cosine_lr(step, total, cfg.lr, warmup))
-        emb = student(aug(images[idx], student.arch.image_size, step_rng(cfg.seed, step)) / 255.0)
+        emb = model(aug(images[idx], student.arch.image_size, step_rng(cfg.seed, step), within) / 255.0)
         z_s = log_scale.exp() * emb @ c_f.T  # (B, N)
-        z_t = [o.logits(idx, cfg.seed, step) for o in outputs]
+        z_t = [o.logits(idx, cfg.seed, step, within) for o in kd_outputs]
         grads = torch.stack([kl_grad_wrt_student_logits(z, z_s.detach(), t).flatten() for z, t in zip(z_t, temps)])
-        raw = teacher_weights(cfg.weighting, grads, cfg.tolerance, cfg.fixed_weights, cfg.single_teacher)
+        gram = rk.sum_(grads.double() @ grads.double().T)  # (K, K) over the global batch
+        raw = teacher_weights(cfg.weighting, gram, cfg.tolerance, cfg.fixed_weights, cfg.single_teacher)
         alpha = smooth_weights(alpha_state, raw, cfg.alpha_ema)
         kls = [kl_distill(z, z_s, t) for z, t in zip(z_t, temps)]
         kd = sum(a * kl for a, kl in zip(alpha.tolist(), kls))
@@ -207,36 +266,36 @@ def distill(cfg: DistillConfig, out: str | Path, resume: bool = False) -> Path:
         loss = cfg.kd_weight * kd + cfg.task_weight * task
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        rk.average_grads([log_scale])  # outside the DDP module
         opt.step()
         with torch.no_grad():
             log_scale.clamp_(0, math.log(100))
         if step % 5 == 0 or step == total - 1:
-            record = {
-                "step": step,
-                "loss": round(loss.item(), 5),
-                "task": round(task.item(), 5),
-                "kl": [round(k.item(), 5) for k in kls],
-                "alpha": [round(a, 4) for a in alpha.tolist()],
-                "alpha_raw": [round(a, 4) for a in raw.tolist()],
-                "lr": opt.param_groups[0]["lr"],
-                "student_scale": round(log_scale.exp().item(), 3),
-                "elapsed_s": round(time.time() - t0, 2),
-            }
-            if len(grads) == 2:
-                record["grad_cosine"] = round(F.cosine_similarity(grads[0], grads[1], dim=0).item(), 4)
-            append_jsonl(log, record)
+            means = rk.mean(torch.stack([loss, task, *kls]))  # collective: every rank takes part
+            if rk.is_main:
+                _log_step(log, step, means, alpha, raw, gram, opt, log_scale, t0)
         ckpt.step_done(step, total)
+    student.eval()
+    train_seconds = time.time() - t0
+    if not rk.is_main:  # rank 0 writes the outputs; the others wait for them
+        rk.barrier()
+        return out
     student.eval()
     train_seconds = time.time() - t0
 
     state = {k: v.detach().contiguous() for k, v in student.state_dict().items()}
     atomic_write(out / STUDENT_WEIGHTS, lambda tmp: save_file(state, str(tmp)))
-    _write_index(out, teachers, cfg)
+    if fusion_net is not None:
+        fusion_state = {k: v.detach().contiguous() for k, v in fusion_net.state_dict().items()}
+        atomic_write(out / FUSION_WEIGHTS, lambda tmp: save_file(fusion_state, str(tmp)))
+    _write_index(out, teachers, cfg, fusion_net)
     meta = {
         "arch": student.arch.to_dict(),
         "teachers": [str(Path(t).resolve()) if Path(t).is_dir() else t for t in cfg.teachers],
         "teacher_ids": [_teacher_id(t) for t in teachers],
         "fusion": cfg.fusion,
+        "fusion_dims": [t.dim for t in teachers],
+        "fusion_final_loss": round(float(np.mean(fusion_losses[-20:])), 4) if fusion_losses else None,
         "weighting": cfg.weighting,
         "logit_scale": round(log_scale.exp().item(), 4),
         "data": cfg.data,
@@ -249,7 +308,26 @@ def distill(cfg: DistillConfig, out: str | Path, resume: bool = False) -> Path:
     atomic_write_json(out / STUDENT_META, meta)
     plot_learning_curve(log, out / "learning_curve.png", f"student {cfg.student} ({cfg.weighting}) on {cfg.data}")
     ckpt.finish()
+    rk.barrier()
     return out
+
+
+def _log_step(log, step, means, alpha, raw, gram, opt, log_scale, t0) -> None:
+    """One metrics record: losses (means over ranks), weights, and the teachers' gradient cosine."""
+    record = {
+        "step": step,
+        "loss": round(means[0].item(), 5),
+        "task": round(means[1].item(), 5),
+        "kl": [round(k, 5) for k in means[2:].tolist()],
+        "alpha": [round(a, 4) for a in alpha.tolist()],
+        "alpha_raw": [round(a, 4) for a in raw.tolist()],
+        "lr": opt.param_groups[0]["lr"],
+        "student_scale": round(log_scale.exp().item(), 3),
+        "elapsed_s": round(time.time() - t0, 2),
+    }
+    if len(gram) == 2:
+        record["grad_cosine"] = round((gram[0, 1] / (gram[0, 0] * gram[1, 1]).sqrt().clamp(min=1e-30)).item(), 4)
+    append_jsonl(log, record)
 
 
 def _teacher_id(t: Teacher) -> str:
@@ -259,7 +337,7 @@ def _teacher_id(t: Teacher) -> str:
     return f"{Path(t.name).name}@sha256:{t.fingerprint[:16]}"
 
 
-def _write_index(out: Path, teachers: list[Teacher], cfg: DistillConfig) -> None:
+def _write_index(out: Path, teachers: list[Teacher], cfg: DistillConfig, net: FusionNetwork | None) -> None:
     """The deployable text set: every caption of every split, plus the class prompts, fused."""
     texts: dict[str, None] = {}
     for split in ("train", "val", "test"):
@@ -271,4 +349,4 @@ def _write_index(out: Path, teachers: list[Teacher], cfg: DistillConfig) -> None
         texts.update(dict.fromkeys(d.class_prompts))
     texts_list = list(texts)
     atomic_write_json(out / INDEX_TEXTS, texts_list)
-    atomic_save_npy(out / INDEX_VECTORS, fused_text_vectors(teachers, texts_list, cfg.fusion))
+    atomic_save_npy(out / INDEX_VECTORS, fused_text_vectors(teachers, texts_list, cfg.fusion, net))

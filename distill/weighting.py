@@ -24,38 +24,45 @@ def project_capped_simplex(v: torch.Tensor, cap: float, iters: int = 60) -> torc
 
 
 def min_norm_weights(grads: torch.Tensor, cap: float = 0.6, iters: int = 200) -> torch.Tensor:
-    """grads (K, P) -> weights (K,) on the capped simplex minimising ||weights @ grads||^2.
+    """grads (K, P) -> weights (K,) on the capped simplex minimising ||weights @ grads||^2."""
+    g = grads.double().reshape(grads.shape[0], -1)
+    return min_norm_from_gram(g @ g.T, cap, iters).to(grads.dtype)
 
+
+def min_norm_from_gram(gram: torch.Tensor, cap: float = 0.6, iters: int = 200) -> torch.Tensor:
+    """The same problem from the Gram matrix G = g g^T (K, K): ||a @ g||^2 = a^T G a.
+
+    Gradients flattened over a batch have dot products that are sums over its samples, so
+    data-parallel ranks all-reduce their local G and all solve the same global problem.
     K = 2: closed form a = ((g2 - g1) . g2) / ||g1 - g2||^2, clipped to [1 - C, C].
-    K > 2: projected gradient descent on the K x K Gram matrix (a convex QP).
+    K > 2: projected gradient descent on a^T G a (a convex QP). Returns float32 (K,).
     """
-    k = grads.shape[0]
+    k = gram.shape[0]
     if cap * k < 1 - 1e-9:
         raise ValueError(f"tolerance cap {cap} is infeasible for {k} teachers (needs cap >= 1/{k})")
-    g = grads.double().reshape(k, -1)
+    gram = gram.double()
     if k == 1:
-        return torch.ones(1, dtype=grads.dtype)
+        return torch.ones(1)
     if k == 2:
-        diff = g[0] - g[1]
-        denom = diff.dot(diff)
-        a = 0.5 if denom <= 1e-30 else ((g[1] - g[0]).dot(g[1]) / denom).item()
+        denom = gram[0, 0] - 2 * gram[0, 1] + gram[1, 1]
+        a = 0.5 if denom <= 1e-30 else ((gram[1, 1] - gram[0, 1]) / denom).item()
         a = min(max(a, 1 - cap), cap)
-        return torch.tensor([a, 1 - a], dtype=grads.dtype)
-    gram = g @ g.T
+        return torch.tensor([a, 1 - a])
     a = torch.full((k,), 1.0 / k, dtype=torch.float64)
     step = 1.0 / (2 * torch.linalg.eigvalsh(gram).max().clamp(min=1e-30))
     for _ in range(iters):
         a = project_capped_simplex(a - step * 2 * (gram @ a), cap)
-    return a.to(grads.dtype)
+    return a.float()
 
 
 def teacher_weights(
-    mode: str, grads: torch.Tensor, cap: float = 0.6, fixed: list[float] | None = None, single: int = 0
+    mode: str, gram: torch.Tensor, cap: float = 0.6, fixed: list[float] | None = None, single: int = 0
 ) -> torch.Tensor:
-    """Weights (K,) for one step under a weighting mode (`WEIGHTINGS`)."""
-    k = grads.shape[0]
+    """Weights (K,) for one step under a weighting mode (`WEIGHTINGS`), from the Gram matrix
+    (K, K) of the teachers' gradients w.r.t. the student's logits."""
+    k = gram.shape[0]
     if mode == "adaptive":
-        return min_norm_weights(grads, cap)
+        return min_norm_from_gram(gram, cap)
     if mode == "equal":
         return torch.full((k,), 1.0 / k)
     if mode == "fixed":

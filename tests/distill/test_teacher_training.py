@@ -162,3 +162,11 @@ def test_skip_bad_writes_the_skip_list(tmp_path):
 def test_bad_teacher_configs(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         _cfg(**kwargs).validate()
+
+
+def test_a_ranks_share_of_a_batch_gets_the_whole_batch_crops():
+    imgs = torch.randint(0, 256, (8, 3, 40, 40), dtype=torch.uint8)
+    aug = Augment(scale=(0.4, 1.0), hflip=True)
+    whole = aug(imgs, 24, np.random.default_rng([3, 9]))
+    part = aug(imgs[4:], 24, np.random.default_rng([3, 9]), within=(4, 8))  # rank 1 of 2
+    assert torch.equal(whole[4:], part)

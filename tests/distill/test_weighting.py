@@ -50,9 +50,11 @@ def test_projection_and_modes():
     p = project_capped_simplex(torch.tensor([5.0, 0.0, 0.0]), 0.5)
     assert p.sum().item() == pytest.approx(1.0, abs=1e-6) and p.max().item() <= 0.5 + 1e-6
     g = torch.randn(2, 4)
-    assert teacher_weights("equal", g).tolist() == [0.5, 0.5]
-    assert teacher_weights("fixed", g, fixed=[3, 1]).tolist() == [0.75, 0.25]
-    assert teacher_weights("single", g, single=1).tolist() == [0.0, 1.0]
-    assert teacher_weights("none", g).tolist() == [0.0, 0.0]
+    gram = g @ g.T
+    assert teacher_weights("equal", gram).tolist() == [0.5, 0.5]
+    assert teacher_weights("fixed", gram, fixed=[3, 1]).tolist() == [0.75, 0.25]
+    assert teacher_weights("single", gram, single=1).tolist() == [0.0, 1.0]
+    assert teacher_weights("none", gram).tolist() == [0.0, 0.0]
+    assert torch.allclose(teacher_weights("adaptive", gram), min_norm_weights(g), atol=1e-5)
     with pytest.raises(ValueError):
         min_norm_weights(torch.randn(3, 4), cap=0.3)  # 3 x 0.3 < 1: infeasible
