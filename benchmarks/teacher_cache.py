@@ -83,7 +83,9 @@ def main(argv: list[str] | None = None) -> dict:
         print(mode, modes[mode], flush=True)
     results = {
         "benchmark": "distillation-step-time-teacher-cache",
-        "teachers": teachers,
+        "teachers": [
+            str(Path(t).resolve().relative_to(ROOT)) if Path(t).resolve().is_relative_to(ROOT) else t for t in teachers
+        ],
         "data": args.data,
         "student": f"{args.student} at {args.image_size}px",
         "batch_size": args.batch_size,
