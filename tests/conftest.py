@@ -54,3 +54,23 @@ def chance_mean_recall(n_images: int, captions_per_image: int = 5, ks=(1, 5, 10)
     t2i = [min(1.0, k / n_images) for k in ks]
     i2t = [1 - comb(t - captions_per_image, k) / comb(t, k) for k in ks]
     return 100 * (sum(t2i) + sum(i2t)) / (2 * len(ks))
+
+
+def run_interrupted_then_resumed(monkeypatch, train, out: Path, crash_after: int) -> None:
+    """`train(out, resume)` killed (KeyboardInterrupt) right after step `crash_after`, which
+    must leave a checkpoint behind, then resumed to the end."""
+    from ammkd.distill import schedule
+
+    original = schedule.Checkpointer.step_done
+
+    def crash(self, step, total):
+        original(self, step, total)
+        if step == crash_after:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(schedule.Checkpointer, "step_done", crash)
+        with pytest.raises(KeyboardInterrupt):
+            train(out, False)
+    assert (out / "checkpoint.pt").is_file()  # the last periodic checkpoint, written atomically
+    train(out, True)

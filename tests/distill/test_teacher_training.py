@@ -8,10 +8,10 @@ import numpy as np
 import open_clip
 import pytest
 import torch
+from conftest import run_interrupted_then_resumed
 from safetensors.torch import load_file
 
 from ammkd.common.errors import ConfigError
-from ammkd.distill import schedule
 from ammkd.distill.augment import Augment
 from ammkd.distill.class_vectors import class_vectors
 from ammkd.distill.teacher_training import TeacherConfig, contrastive_step, train_teacher
@@ -102,19 +102,7 @@ def test_teacher_run_folder_and_exact_resume(tmp_path, monkeypatch):
     assert [r["step"] for r in log if "val_mean_recall" in r] == [4, 8, 11]  # every 4 steps and the last
     assert not (straight / "checkpoint.pt").exists()  # removed once the teacher is written
 
-    original = schedule.Checkpointer.step_done
-
-    def crash_after_step_7(self, step, total):
-        original(self, step, total)
-        if step == 7:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(schedule.Checkpointer, "step_done", crash_after_step_7)
-    with pytest.raises(KeyboardInterrupt):
-        train_teacher(cfg, tmp_path / "resumed")
-    assert (tmp_path / "resumed" / "checkpoint.pt").is_file()  # from step 5, atomically written
-    monkeypatch.setattr(schedule.Checkpointer, "step_done", original)
-    train_teacher(cfg, tmp_path / "resumed", resume=True)
+    run_interrupted_then_resumed(monkeypatch, lambda o, r: train_teacher(cfg, o, resume=r), tmp_path / "resumed", 7)
     a = load_file(str(straight / "open_clip_model.safetensors"))
     b = load_file(str(tmp_path / "resumed" / "open_clip_model.safetensors"))
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)

@@ -2,7 +2,7 @@ import json
 
 import pytest
 import torch
-from conftest import TINY_DATA, chance_mean_recall
+from conftest import TINY_DATA, chance_mean_recall, run_interrupted_then_resumed
 
 from ammkd.common.errors import ConfigError
 from ammkd.distill.evaluate import evaluate
@@ -58,7 +58,6 @@ def test_bad_distill_configs(kwargs, message):
 def test_interrupted_distillation_resumes_exactly(pipeline, tmp_path, monkeypatch, options):
     from safetensors.torch import load_file
 
-    from ammkd.distill import schedule
     from ammkd.distill.train import distill
 
     cfg = DistillConfig(
@@ -72,19 +71,7 @@ def test_interrupted_distillation_resumes_exactly(pipeline, tmp_path, monkeypatc
     )
     distill(cfg, tmp_path / "straight")
 
-    original = schedule.Checkpointer.step_done
-
-    def crash_after_step_4(self, step, total):
-        original(self, step, total)
-        if step == 4:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(schedule.Checkpointer, "step_done", crash_after_step_4)
-    with pytest.raises(KeyboardInterrupt):
-        distill(cfg, tmp_path / "resumed")
-    assert (tmp_path / "resumed" / "checkpoint.pt").is_file()  # written at step 2, atomically
-    monkeypatch.setattr(schedule.Checkpointer, "step_done", original)
-    distill(cfg, tmp_path / "resumed", resume=True)
+    run_interrupted_then_resumed(monkeypatch, lambda o, r: distill(cfg, o, resume=r), tmp_path / "resumed", 4)
 
     a = load_file(str(tmp_path / "straight" / "student.safetensors"))
     b = load_file(str(tmp_path / "resumed" / "student.safetensors"))
