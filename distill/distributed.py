@@ -68,7 +68,7 @@ class Ranks:
         padded[: len(local)] = local
         parts = [torch.empty_like(padded) for _ in range(self.world)]
         dist.all_gather(parts, padded)
-        return torch.cat([p[: len(range(r * size, min(total, (r + 1) * size)))] for r, p in enumerate(parts)])
+        return torch.cat([p[: len(Ranks(r, self.world).chunk(total))] for r, p in enumerate(parts)])
 
     def chunk(self, total: int) -> range:
         """This rank's contiguous share of `total` items (the last may be shorter)."""

@@ -22,7 +22,7 @@ import open_clip
 import torch
 
 from ammkd.common.config import save_config
-from ammkd.common.errors import ConfigError
+from ammkd.common.errors import ConfigError, DataError
 from ammkd.common.files import append_jsonl, atomic_write_json
 from ammkd.common.progress import progress
 from ammkd.distill.augment import Augment
@@ -120,7 +120,7 @@ def _validation(teacher: Teacher, val: ImageTextData | None, val_images: np.ndar
 def _load_val(cfg: TeacherConfig, teacher: Teacher, skipped: list[str]):
     try:
         val = load_split(cfg.data, "val")
-    except Exception:  # a dataset without a validation split: the curve shows loss only
+    except DataError:  # a dataset without a validation split: the curve shows loss only
         return None, None
     arr, val, bad = image_tensor(val, teacher.spec, skip_bad=cfg.skip_bad)
     skipped.extend(bad)
@@ -146,7 +146,7 @@ def train_teacher(cfg: TeacherConfig, out: str | Path, resume: bool = False) -> 
     store = teacher.spec.with_size(aug.storage_size(teacher.spec.size))
     images, data, skipped = image_tensor(data, store, skip_bad=cfg.skip_bad)
     images = torch.from_numpy(images)
-    val, val_images = _load_val(cfg, teacher, skipped) if cfg.eval_every >= 0 else (None, None)
+    val, val_images = _load_val(cfg, teacher, skipped)
     skipped = list(dict.fromkeys(skipped))  # a file in both splits (e.g. `:all` data) counts once
     if cfg.skip_bad:
         atomic_write_json(out / "skipped.json", {"count": len(skipped), "files": skipped})

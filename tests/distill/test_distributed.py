@@ -47,3 +47,32 @@ def test_two_gloo_processes_match_one_process(pipeline, tmp_path):
     for ra, rb in zip(log_a, log_b):
         assert ra["alpha"] == pytest.approx(rb["alpha"], abs=1e-3)  # same weights from the all-reduced Gram
         assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-3)
+
+
+def _gather_on_rank(rank: int, world: int, port: int) -> None:
+    import torch.distributed as dist
+
+    from ammkd.distill.distributed import Ranks
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        rk, total = Ranks(rank, world), 7
+        share = rk.chunk(total)  # uneven: 4 rows on rank 0, 3 on rank 1
+        rows = rk.gather_rows(torch.arange(total).float()[share.start : share.stop, None], total)
+        assert torch.equal(rows[:, 0], torch.arange(total).float())
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.timeout(120)
+def test_sharded_rows_gather_back_in_order():
+    """How ranks build the teacher-output cache: each embeds its share, all gather the whole."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(_gather_on_rank, args=(2, port), nprocs=2, start_method="fork")
