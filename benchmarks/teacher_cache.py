@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--steps", type=int, default=60, help="timed steps per mode (the first 5 are warm-up)")
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench-teacher-cache")
     ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--name", default="", help="suffix of the result files: teacher_cache_<name>.{json,md}")
     args = ap.parse_args(argv)
     teachers = [t for t in args.teachers.split(",") if t]
     data = load_split(args.data, "train")
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     modes = {}
     for mode in ("cached", "online"):
-        out = args.runs / mode
+        out = args.runs / (args.name or "default") / mode
         shutil.rmtree(out, ignore_errors=True)
         cfg = DistillConfig(
             teachers=teachers,
@@ -116,8 +117,9 @@ def main(argv: list[str] | None = None) -> dict:
         ]
     )
     args.results.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.results / "teacher_cache.json", results)
-    atomic_write(args.results / "teacher_cache.md", lambda tmp: tmp.write_text(md))
+    stem = "teacher_cache" + (f"_{args.name}" if args.name else "")
+    atomic_write_json(args.results / f"{stem}.json", results)
+    atomic_write(args.results / f"{stem}.md", lambda tmp: tmp.write_text(md))
     return results
 
 

@@ -91,6 +91,11 @@ def distill(
     student: Optional[str] = typer.Option(None, help="Student preset or timm model name."),
     epochs: Optional[float] = typer.Option(None),
     tolerance: Optional[float] = typer.Option(None, help="Cap C on a teacher's weight (adaptive)."),
+    fusion: Optional[str] = typer.Option(None, help="concat|network|network+teacher"),
+    teacher_outputs: Optional[str] = typer.Option(None, help="cached (fp16 on disk) | online (teachers every step)"),
+    feature_weight: Optional[float] = typer.Option(None, help="CLIP-KD feature loss weight (0: off)."),
+    relation_weight: Optional[float] = typer.Option(None, help="CLIP-KD relation loss weight (0: off)."),
+    spectral_weight: Optional[float] = typer.Option(None, help="Spectral feature loss weight (0: off; needs online)."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip unreadable images; list them in skipped.json."),
     config: Optional[Path] = typer.Option(None, help="YAML/TOML/JSON DistillConfig; options override it."),
     resume: bool = typer.Option(False, help="Continue an interrupted run from its last checkpoint in --out."),
@@ -110,6 +115,11 @@ def distill(
         student=student,
         epochs=epochs,
         tolerance=tolerance,
+        fusion=fusion,
+        teacher_outputs=teacher_outputs,
+        feature_weight=feature_weight,
+        relation_weight=relation_weight,
+        spectral_weight=spectral_weight,
         skip_bad=skip_bad or None,
     )
     run(cfg, out_dir, resume=resume)
@@ -141,10 +151,17 @@ def eval_cmd(
 @app.command()
 def export(
     model: Path = typer.Option(..., help="Student folder written by `ammkd distill`."),
-    out_dir: Path = typer.Option(..., "--out", help="Bundle folder to write (replaced if present)."),
-    target: str = typer.Option("onnx", help="onnx (coreml and executorch come later)."),
-    quantize: str = typer.Option("none", help="none"),
-    allow_degraded: bool = typer.Option(False, help="Keep a bundle that misses the parity bounds."),
+    out_dir: Path = typer.Option(..., "--out", help="Bundle folder to write."),
+    target: str = typer.Option("onnx", help="onnx|executorch|coreml|all, or a comma-separated list."),
+    quantize: str = typer.Option(
+        "none", help="none|fp16|int8|int8-dynamic|palettize4|palettize8, or a comma-separated list."
+    ),
+    dynamic_batch: bool = typer.Option(False, help="ONNX: symbolic batch dimension instead of batch 1."),
+    calibration_images: Optional[int] = typer.Option(None, help="Training images for int8 calibration (64)."),
+    coreml_precision: Optional[str] = typer.Option(None, help="Core ML compute precision: fp16|fp32."),
+    coreml_min_target: Optional[str] = typer.Option(None, help="Core ML deployment target: iOS16|iOS17|iOS18."),
+    allow_degraded: bool = typer.Option(False, help="Keep artifacts that miss the parity bounds."),
+    overwrite: bool = typer.Option(False, help="Replace a bundle of another model at --out."),
     config: Optional[Path] = typer.Option(None, help="YAML/TOML/JSON ExportConfig; options override it."),
 ):
     """Export the student and its class-vector index to a verified bundle."""
@@ -152,23 +169,42 @@ def export(
     from ammkd.export.bundle import ExportConfig, export_bundle
     from ammkd.export.bundle_format import BundleReader
 
-    cfg = load_config(ExportConfig, config, target=target, quantize=quantize, allow_degraded=allow_degraded or None)
+    cfg = load_config(
+        ExportConfig,
+        config,
+        target=target,
+        quantize=quantize,
+        dynamic_batch=dynamic_batch or None,
+        calibration_images=calibration_images,
+        coreml_precision=coreml_precision,
+        coreml_min_target=coreml_min_target,
+        allow_degraded=allow_degraded or None,
+        overwrite=overwrite or None,
+    )
     export_bundle(model, out_dir, cfg)
     manifest = BundleReader.open(out_dir).manifest
     table = Table(title=f"bundle {out_dir}")
-    for col in ("target", "file", "MB", "cosine min", "top-1 agreement"):
+    for col in ("target", "weights", "path", "MB", "cosine min", "top-1 agreement", "export s"):
         table.add_column(col)
     for t in manifest["targets"]:
         p = t["parity"]
         table.add_row(
             f"{t['format']}/{t['quantization']}",
-            t["file"]["path"],
-            f"{t['file']['bytes'] / 1e6:.2f}",
-            f"{p['cosine_min']:.6f}",
-            f"{p['top1_agreement']:.3f}",
+            t["dtype"],
+            (t.get("file") or t.get("package"))["path"],
+            f"{t['bytes'] / 1e6:.2f}",
+            f"{p['cosine_min']:.6f}" if "cosine_min" in p else "not run",
+            f"{p['top1_agreement']:.3f}" if "top1_agreement" in p else p.get("skipped", ""),
+            f"{t['export_seconds']:.1f}",
         )
     out.print(table)
-    out.print(f"index: {manifest['index']['count']} texts x {manifest['index']['dim']} (fp16)")
+    m = manifest["model"]
+    out.print(
+        f"model: {m['params'] / 1e6:.2f} M params, {m['macs_per_image'] / 1e6:.1f} M MACs per image; "
+        f"index: {manifest['index']['count']} texts x {manifest['index']['dim']} (fp16)"
+    )
+    for miss in manifest.get("parity_misses", []):
+        out.print(f"[yellow]kept despite missing its parity bound (--allow-degraded):[/yellow] {miss.strip()}")
 
 
 @app.command()

@@ -30,3 +30,41 @@ def kl_grad_wrt_student_logits(
 def soft_cross_entropy(student_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Cross-entropy against a target distribution (B, N) (uniform over each image's captions)."""
     return -(target * F.log_softmax(student_logits, dim=-1)).sum(-1).mean()
+
+
+def feature_distill(student_proj: torch.Tensor, teacher_emb: torch.Tensor) -> torch.Tensor:
+    """CLIP-KD's feature distillation: squared distance between the L2-normalised projection of
+    the student's embedding (B, D_k) and the teacher's unit embedding (B, D_k). Mean over the
+    batch of a sum over dims, so in [0, 4]. Scalar."""
+    return (F.normalize(student_proj, dim=-1) - teacher_emb).pow(2).sum(-1).mean()
+
+
+def relation_distill(teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
+    """CLIP-KD's relation (CRD) loss on a batch's image x caption logits, both (B, B): the mean of
+    KL(teacher || student) over rows (image -> text) and over columns (text -> image), at T = 1."""
+    return 0.5 * (kl_distill(teacher_logits, student_logits) + kl_distill(teacher_logits.T, student_logits.T))
+
+
+def low_frequency_mask(height: int, width: int, cutoff: float) -> torch.Tensor:
+    """(H, W) bool mask of the 2-D FFT bins whose radial frequency is <= cutoff (cycles per
+    sample; 0.5 is Nyquist along one axis). The complement is the high band. DC is always low."""
+    fy = torch.fft.fftfreq(height).view(-1, 1)
+    fx = torch.fft.fftfreq(width).view(1, -1)
+    return (fy**2 + fx**2).sqrt() <= cutoff
+
+
+def spectral_distill(
+    student_map: torch.Tensor, teacher_map: torch.Tensor, cutoff: float, band_weights: tuple[float, float] = (1.0, 1.0)
+) -> torch.Tensor:
+    """SDKD-style spectral feature distillation between feature maps of the same shape (B, C, H, W)
+    (the student's after its adapter). Each map is standardised per sample, moved to the
+    frequency domain (orthonormal 2-D FFT per channel) and split into a low and a high band;
+    the loss is w_low * mean |S - T|^2 over low bins + w_high * the same over high bins."""
+    s = F.layer_norm(student_map, student_map.shape[1:])
+    t = F.layer_norm(teacher_map, teacher_map.shape[1:])
+    diff = (torch.fft.fft2(s, norm="ortho") - torch.fft.fft2(t, norm="ortho")).abs().pow(2)  # (B, C, H, W)
+    low = low_frequency_mask(*s.shape[-2:], cutoff).to(s.device)
+    loss = band_weights[0] * diff[..., low].mean()
+    if (~low).any():  # a 1x1 map has no high band
+        loss = loss + band_weights[1] * diff[..., ~low].mean()
+    return loss

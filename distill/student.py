@@ -61,9 +61,22 @@ class Student(nn.Module):
         self.register_buffer("mean", torch.tensor(arch.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(arch.std).view(1, 3, 1, 1), persistent=False)
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        """image (B, 3, S, S) RGB in [0, 1] -> L2-normalised embedding (B, embed_dim)."""
-        return l2_normalize(self.head(self.backbone((image - self.mean) / self.std)))
+    def forward(self, image: torch.Tensor, with_map: bool = False):
+        """image (B, 3, S, S) RGB in [0, 1] -> L2-normalised embedding (B, embed_dim); with
+        `with_map`, also the backbone's last feature map (B, C, h, w) (for spectral distillation)."""
+        x = (image - self.mean) / self.std
+        if not with_map:
+            return l2_normalize(self.head(self.backbone(x)))
+        final, maps = self.backbone.forward_intermediates(x, indices=1, output_fmt="NCHW")
+        return l2_normalize(self.head(self.backbone.forward_head(final))), maps[-1]
+
+    def map_channels(self) -> int:
+        """C of the feature map that `forward(..., with_map=True)` returns (a dry run in eval mode)."""
+        size, training = self.arch.image_size, self.training
+        with torch.no_grad():
+            _, maps = self.eval()(torch.zeros(1, 3, size, size), with_map=True)
+        self.train(training)
+        return maps.shape[1]
 
 
 def student_presets() -> list[str]:

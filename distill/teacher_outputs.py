@@ -49,8 +49,9 @@ def _cached_features(teacher: Teacher, data: ImageTextData, ranks: Ranks = Ranks
 
 
 class TeacherOutputs:
-    """One frozen teacher over the train split; `logits(idx, seed, step)` gives its (B, N) logits
-    for the images `idx` of step `step` (in online mode: on that step's augmented crops)."""
+    """One frozen teacher over the train split; `embed(idx, seed, step)` gives its (B, D_k)
+    embeddings of the images `idx` of step `step` (in online mode: of that step's augmented
+    crops), and `logits_of` turns them into (B, N) logits over the text set."""
 
     def __init__(
         self, teacher: Teacher, data: ImageTextData, texts: list[str], mode: str, aug: Augment, ranks: Ranks = Ranks()
@@ -70,18 +71,23 @@ class TeacherOutputs:
         """(M, D_k) fp16 centre-crop embeddings of every train image (what the fusion network fits)."""
         return self.features if self.mode == "cached" else _cached_features(self.teacher, data, self.ranks)
 
-    def embed(self, idx: torch.Tensor, seed: int, step: int, within: tuple[int, int] | None = None) -> torch.Tensor:
+    def embed(
+        self, idx: torch.Tensor, seed: int, step: int, within: tuple[int, int] | None = None, with_map: bool = False
+    ):
         """(B, D_k) float32 unit embeddings of the images `idx` as this step sees them
-        (`within`: the rows' place in the global batch, see Augment)."""
+        (`within`: the rows' place in the global batch, see Augment). With `with_map` (online
+        mode only), also the image tower's last feature map (B, C_k, h, w) of the same crops."""
         if self.mode == "cached":
+            if with_map:
+                raise ValueError("feature maps need teacher_outputs='online' (only embeddings are cached)")
             return torch.from_numpy(np.asarray(self.features[idx.numpy()], dtype=np.float32))
         batch = self.aug(self.images[idx], self.teacher.spec.size, step_rng(seed, step), within)  # the student's crop
         with torch.no_grad():
-            return self.teacher.image_features(batch)
+            return self.teacher.image_features_and_map(batch) if with_map else self.teacher.image_features(batch)
 
-    def logits(self, idx: torch.Tensor, seed: int, step: int, within: tuple[int, int] | None = None) -> torch.Tensor:
-        """(B, N) logits of the images `idx` over the text set."""
-        return self.logit_scale * self.embed(idx, seed, step, within) @ self.class_vectors.T
+    def logits_of(self, emb: torch.Tensor) -> torch.Tensor:
+        """(B, D_k) embeddings from `embed` -> (B, N) logits over the text set."""
+        return self.logit_scale * emb @ self.class_vectors.T
 
 
 class FusedTeacherOutputs:
@@ -91,7 +97,7 @@ class FusedTeacherOutputs:
     def __init__(self, outputs: list[TeacherOutputs], net: FusionNetwork, fused_vectors: torch.Tensor):
         self.outputs, self.net, self.class_vectors = outputs, net, fused_vectors
 
-    def logits(self, idx: torch.Tensor, seed: int, step: int, within: tuple[int, int] | None = None) -> torch.Tensor:
+    def logits_of(self, embs: list[torch.Tensor]) -> torch.Tensor:
+        """Each teacher's (B, D_k) embeddings of the batch -> (B, N) fused logits."""
         with torch.no_grad():
-            fused = self.net.images([o.embed(idx, seed, step, within) for o in self.outputs])
-            return self.net.scale * fused @ self.class_vectors.T
+            return self.net.scale * self.net.images(embs) @ self.class_vectors.T

@@ -88,6 +88,11 @@ class Teacher:
         """uint8 (B, 3, S, S) -> normalised (B, D), with gradients if the model is training."""
         return F.normalize(self.model.encode_image(self._normalise(images_u8)), dim=-1)
 
+    def image_features_and_map(self, images_u8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 (B, 3, S, S) -> (normalised (B, D), the image tower's last feature map (B, C, h, w))."""
+        out = self.model.visual.forward_intermediates(self._normalise(images_u8), indices=1, output_fmt="NCHW")
+        return F.normalize(out["image_features"], dim=-1), out["image_intermediates"][-1]
+
     @property
     def frozen_hf_text(self) -> bool:
         """An HF text tower whose transformer does not train: its pooled outputs can be cached."""

@@ -32,6 +32,7 @@ from ammkd.distill.class_vectors import class_vectors
 from ammkd.distill.curves import plot_learning_curve
 from ammkd.distill.data import image_tensor, load_split
 from ammkd.distill.distributed import ranks
+from ammkd.distill.feature_heads import FeatureHeads
 from ammkd.distill.fusion import (
     FUSIONS,
     FusionNetwork,
@@ -40,7 +41,14 @@ from ammkd.distill.fusion import (
     train_fusion,
     uses_network,
 )
-from ammkd.distill.losses import kl_distill, kl_grad_wrt_student_logits, soft_cross_entropy
+from ammkd.distill.losses import (
+    feature_distill,
+    kl_distill,
+    kl_grad_wrt_student_logits,
+    relation_distill,
+    soft_cross_entropy,
+    spectral_distill,
+)
 from ammkd.distill.schedule import (
     Checkpointer,
     adamw,
@@ -82,6 +90,11 @@ class DistillConfig:
     teacher_outputs: str = "cached"  # cached (fp16 on disk, student-only steps) | online (teachers every step)
     kd_weight: float = 1.0
     task_weight: float = 1.0
+    feature_weight: float = 0.0  # CLIP-KD feature loss: MSE of normalised embeddings through a projector
+    relation_weight: float = 0.0  # CLIP-KD relation loss: KL on in-batch image x caption similarities
+    spectral_weight: float = 0.0  # SDKD-style loss on FFT bands of the last feature maps (needs online)
+    spectral_cutoff: float = 0.25  # radial frequency (cycles/sample) splitting the low and high bands
+    spectral_band_weights: list[float] = field(default_factory=lambda: [1.0, 1.0])  # low, high
     epochs: float = 10.0
     batch_size: int = 128
     lr: float = 2e-3
@@ -128,6 +141,15 @@ class DistillConfig:
             )
         if self.fusion_dim is not None and self.fusion_dim < 2 or self.fusion_steps < 1:
             raise ConfigError("distill: fusion_dim must be >= 2 and fusion_steps >= 1")
+        if min(self.kd_weight, self.task_weight, self.feature_weight, self.relation_weight, self.spectral_weight) < 0:
+            raise ConfigError("distill: loss weights (kd, task, feature, relation, spectral) must be >= 0")
+        if self.spectral_weight > 0 and self.teacher_outputs != "online":
+            raise ConfigError(
+                "distill: spectral_weight needs teacher_outputs='online' (the teachers' feature maps are not cached)"
+            )
+        bands = self.spectral_band_weights
+        if not 0 < self.spectral_cutoff < 0.71 or len(bands) != 2 or min(bands) < 0:
+            raise ConfigError("distill: spectral_cutoff must be in (0, 0.71) and spectral_band_weights two values >= 0")
         if len(self.aug_scale) != 2 or not 0 < self.aug_scale[0] <= self.aug_scale[1] <= 1:
             raise ConfigError(f"distill: aug_scale must be [lo, hi] with 0 < lo <= hi <= 1, got {self.aug_scale}")
 
@@ -225,9 +247,17 @@ def distill(cfg: DistillConfig, out: str | Path, resume: bool = False) -> Path:
         kd_outputs.append(FusedTeacherOutputs(outputs, fusion_net, c_f))
     temps = cfg.kd_temperatures or [cfg.kd_temperature] * len(kd_outputs)
     alpha_state = torch.full((len(kd_outputs),), float("nan"))  # EMA of the weights (NaN: no step yet)
+    with_maps = cfg.spectral_weight > 0
+    heads = FeatureHeads(
+        dim,
+        [t.dim for t in teachers] if cfg.feature_weight > 0 else None,
+        student.map_channels() if with_maps else None,
+        [_map_channels(t) for t in teachers] if with_maps else None,
+    )
 
     log_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))  # student's learnable 1/tau
-    opt = adamw([*student.named_parameters(), ("logit_scale", log_scale)], cfg.lr, cfg.weight_decay)
+    named = [*student.named_parameters(), *heads.named_parameters(prefix="heads"), ("logit_scale", log_scale)]
+    opt = adamw(named, cfg.lr, cfg.weight_decay)
     total = total_steps(len(data), cfg.batch_size, cfg.epochs)
     warmup = max(1, round(cfg.warmup_fraction * total))
     log = out / "metrics.jsonl"
@@ -242,6 +272,7 @@ def distill(cfg: DistillConfig, out: str | Path, resume: bool = False) -> Path:
         optimizer=opt,
         logit_scale=log_scale,
         alpha_state=alpha_state,
+        heads=heads,
     )
     model = rk.wrap(student)  # DDP averages the student's gradients over ranks
     first = ckpt.start()
@@ -253,9 +284,14 @@ def distill(cfg: DistillConfig, out: str | Path, resume: bool = False) -> Path:
         lo, hi = rk.rows(len(batch))
         idx, within = torch.from_numpy(batch[lo:hi]), (lo, len(batch))
         set_lr(opt, cosine_lr(step, total, cfg.lr, warmup))
-        emb = model(aug(images[idx], student.arch.image_size, step_rng(cfg.seed, step), within) / 255.0)
+        crops = aug(images[idx], student.arch.image_size, step_rng(cfg.seed, step), within) / 255.0
+        emb, s_map = model(crops, with_map=True) if with_maps else (model(crops), None)
         z_s = log_scale.exp() * emb @ c_f.T  # (B, N)
-        z_t = [o.logits(idx, cfg.seed, step, within) for o in kd_outputs]
+        t_out = [o.embed(idx, cfg.seed, step, within, with_map=with_maps) for o in outputs]
+        t_embs, t_maps = zip(*t_out) if with_maps else (t_out, None)
+        z_t = [o.logits_of(e) for o, e in zip(outputs, t_embs)]
+        if len(kd_outputs) > len(outputs):
+            z_t.append(kd_outputs[-1].logits_of(list(t_embs)))
         grads = torch.stack([kl_grad_wrt_student_logits(z, z_s.detach(), t).flatten() for z, t in zip(z_t, temps)])
         gram = rk.sum_(grads.double() @ grads.double().T)  # (K, K) over the global batch
         raw = teacher_weights(cfg.weighting, gram, cfg.tolerance, cfg.fixed_weights, cfg.single_teacher)
@@ -263,17 +299,19 @@ def distill(cfg: DistillConfig, out: str | Path, resume: bool = False) -> Path:
         kls = [kl_distill(z, z_s, t) for z, t in zip(z_t, temps)]
         kd = sum(a * kl for a, kl in zip(alpha.tolist(), kls))
         task = soft_cross_entropy(z_s, _caption_targets(per_image, idx, len(texts)))
-        loss = cfg.kd_weight * kd + cfg.task_weight * task
+        caps = _batch_captions(per_image, idx, step)
+        aux = _auxiliary_losses(cfg, heads, alpha[: len(outputs)], (emb, s_map, z_s), (t_embs, t_maps, z_t), caps)
+        loss = cfg.kd_weight * kd + cfg.task_weight * task + sum(w * v for w, v in aux.values())
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        rk.average_grads([log_scale])  # outside the DDP module
+        rk.average_grads([log_scale, *heads.parameters()])  # outside the DDP module
         opt.step()
         with torch.no_grad():
             log_scale.clamp_(0, math.log(100))
         if step % 5 == 0 or step == total - 1:
-            means = rk.mean(torch.stack([loss, task, *kls]))  # collective: every rank takes part
+            means = rk.mean(torch.stack([loss, task, *kls, *(v.detach() for _, v in aux.values())]))  # collective
             if rk.is_main:
-                _log_step(log, step, means, alpha, raw, gram, opt, log_scale, t0)
+                _log_step(log, step, means, len(kls), list(aux), alpha, raw, gram, opt, log_scale, t0)
         ckpt.step_done(step, total)
     student.eval()
     train_seconds = time.time() - t0
@@ -312,13 +350,53 @@ def distill(cfg: DistillConfig, out: str | Path, resume: bool = False) -> Path:
     return out
 
 
-def _log_step(log, step, means, alpha, raw, gram, opt, log_scale, t0) -> None:
+def _map_channels(t: Teacher) -> int:
+    """C of a teacher's last feature map (a dry run of its image tower)."""
+    with torch.no_grad():
+        return t.image_features_and_map(torch.zeros(1, 3, t.spec.size, t.spec.size, dtype=torch.uint8))[1].shape[1]
+
+
+def _batch_captions(per_image: list[list[int]], idx: torch.Tensor, step: int) -> torch.Tensor:
+    """(B,) one caption id per image of the batch: each image's captions taken in turn over steps."""
+    return torch.tensor([per_image[i][(step + r) % len(per_image[i])] for r, i in enumerate(idx.tolist())])
+
+
+def _auxiliary_losses(cfg, heads, alpha, student, teachers, caps) -> dict:
+    """The optional terms, {name: (weight, scalar loss)} for those with weight > 0, each a sum
+    over the teachers weighted by their KD weights `alpha` renormalised (uniform if all are 0).
+    student = (emb (B, D_f), feature map (B, C_s, h, w) or None, logits (B, N));
+    teachers = (embeddings [(B, D_k)], feature maps [(B, C_k, h_k, w_k)] or None, logits [(B, N)]):
+      feature   CLIP-KD FD: |normalise(P_k emb) - v_k|^2
+      relation  CLIP-KD CRD: KL on the batch's image x caption logits (B, B), captions `caps` (B,)
+      spectral  SDKD-style: FFT low/high-band distance of the feature maps, through a 1x1 adapter
+    """
+    (emb, s_map, z_s), (t_embs, t_maps, z_t) = student, teachers
+    beta = alpha / alpha.sum() if alpha.sum() > 0 else torch.full_like(alpha, 1 / len(alpha))
+    terms = {}
+    if cfg.feature_weight > 0:
+        fd = [feature_distill(heads.project(k, emb), v) for k, v in enumerate(t_embs)]
+        terms["feature"] = (cfg.feature_weight, sum(b * x for b, x in zip(beta.tolist(), fd)))
+    if cfg.relation_weight > 0:
+        rd = [relation_distill(z[:, caps], z_s[:, caps]) for z in z_t[: len(beta)]]
+        terms["relation"] = (cfg.relation_weight, sum(b * x for b, x in zip(beta.tolist(), rd)))
+    if cfg.spectral_weight > 0:
+        band_w = tuple(cfg.spectral_band_weights)
+        sd = [
+            spectral_distill(heads.adapt(k, s_map, m.shape[-2:]), m, cfg.spectral_cutoff, band_w)
+            for k, m in enumerate(t_maps)
+        ]
+        terms["spectral"] = (cfg.spectral_weight, sum(b * x for b, x in zip(beta.tolist(), sd)))
+    return terms
+
+
+def _log_step(log, step, means, n_kl, aux_names, alpha, raw, gram, opt, log_scale, t0) -> None:
     """One metrics record: losses (means over ranks), weights, and the teachers' gradient cosine."""
     record = {
         "step": step,
         "loss": round(means[0].item(), 5),
         "task": round(means[1].item(), 5),
-        "kl": [round(k, 5) for k in means[2:].tolist()],
+        "kl": [round(k, 5) for k in means[2 : 2 + n_kl].tolist()],
+        **{name: round(v, 5) for name, v in zip(aux_names, means[2 + n_kl :].tolist())},
         "alpha": [round(a, 4) for a in alpha.tolist()],
         "alpha_raw": [round(a, 4) for a in raw.tolist()],
         "lr": opt.param_groups[0]["lr"],

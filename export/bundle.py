@@ -10,7 +10,9 @@ import json
 import os
 import platform
 import shutil
+import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -20,71 +22,103 @@ import torch
 
 from ammkd.common.config import save_config
 from ammkd.common.errors import ConfigError, ExportError
+from ammkd.common.files import sha256_file
 from ammkd.distill.data import load_split
-from ammkd.distill.train import INDEX_TEXTS, INDEX_VECTORS, load_student
+from ammkd.distill.train import INDEX_TEXTS, INDEX_VECTORS, STUDENT_WEIGHTS, load_student
 from ammkd.export.bundle_format import MANIFEST, InputSpec, file_entry, write_array, write_manifest
-from ammkd.export.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
+from ammkd.export.onnx_export import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    convert_to_ort,
+    export_onnx,
+    mobile_usability,
+    quantize_onnx,
+)
+from ammkd.export.parity import gate, parity
 from ammkd.mobile_runtime.backends import OnnxImageEncoder
 from ammkd.mobile_runtime.preprocess import to_uint8_chw, uint8_to_input
 from ammkd.mobile_runtime.search import topk
 
-TARGETS = ("onnx",)
-QUANTIZATIONS = ("none",)
+TARGETS = ("onnx", "executorch", "coreml")
+QUANTIZATIONS = ("none", "fp16", "int8", "int8-dynamic", "palettize4", "palettize8")
+SUPPORTED = {  # target -> the quantizations it offers
+    "onnx": ("none", "fp16", "int8", "int8-dynamic"),
+    "executorch": ("none", "int8"),
+    "coreml": ("none", "fp16", "int8", "palettize4", "palettize8"),
+}
+SUFFIX = {"onnx": ".onnx", "executorch": ".pte", "coreml": ".mlpackage"}
+COREML_REFERENCE_IMAGES = 16  # parity images for Core ML off macOS (its reference evaluator is slow)
 
 
 @dataclass
 class ExportConfig:
-    target: str = "onnx"
-    quantize: str = "none"
+    target: str = "onnx"  # onnx | executorch | coreml | all, or a comma-separated list
+    quantize: str = "none"  # one of QUANTIZATIONS, or a comma-separated list
     opset: int = 18
+    dynamic_batch: bool = False  # ONNX: symbolic batch dimension instead of batch 1
+    ort_format: bool = True  # ONNX: also the .ort file of ONNX Runtime Mobile
+    quantize_all_ops: bool = False  # ONNX int8: also LayerNorm, Softmax, Add... (may hurt ViTs)
+    calibration_images: int = 64  # real training images for static int8 calibration
+    coreml_precision: str = "fp16"
+    coreml_min_target: str = "iOS16"
     data: str | None = None  # held-out images for parity; default: the student's data, val split
     parity_images: int = 64
-    min_cosine: float = 0.999
+    min_cosine: float | None = None  # None: the per-dtype bound of parity.MIN_COSINE
     min_top1_agreement: float = 0.95
     golden: int = 2
     topk: int = 5
     allow_degraded: bool = False
+    overwrite: bool = False  # replace a bundle of another model at the destination
+
+    def targets(self) -> list[str]:
+        names = [t.strip() for t in self.target.split(",") if t.strip()]
+        return list(TARGETS) if names == ["all"] else names
+
+    def quantizations(self) -> list[str]:
+        return [q.strip() for q in self.quantize.split(",") if q.strip()]
+
+    def plan(self) -> list[tuple[str, str]]:
+        """The (target, quantization) pairs to export, fp32 first. A quantization that one asked
+        target lacks is skipped for it, but each must be offered by at least one of them."""
+        self.validate()
+        pairs = [(t, q) for q in self.quantizations() for t in self.targets() if q in SUPPORTED[t]]
+        for q in self.quantizations():
+            if not any(p[1] == q for p in pairs):
+                offer = [t for t in TARGETS if q in SUPPORTED[t]]
+                raise ConfigError(f"export: {q!r} is not offered by {self.target}; targets with it: {offer}")
+        return pairs
 
     def validate(self) -> None:
-        if self.target not in TARGETS + ("all",):
-            raise ConfigError(f"export: unknown target {self.target!r}; use one of {list(TARGETS) + ['all']}")
-        if self.quantize not in QUANTIZATIONS:
-            raise ConfigError(
-                f"export: quantization {self.quantize!r} not supported yet; use one of {list(QUANTIZATIONS)}"
-            )
-        if self.parity_images < 1 or self.golden < 1 or self.topk < 1:
-            raise ConfigError("export: parity_images, golden and topk must be >= 1")
+        for t in self.targets() or [""]:
+            if t not in TARGETS:
+                raise ConfigError(f"export: unknown target {t!r}; use one of {list(TARGETS) + ['all']}")
+        for q in self.quantizations() or [""]:
+            if q not in QUANTIZATIONS:
+                raise ConfigError(f"export: unknown quantization {q!r}; use one of {list(QUANTIZATIONS)}")
+        if self.parity_images < 1 or self.golden < 1 or self.topk < 1 or self.calibration_images < 1:
+            raise ConfigError("export: parity_images, golden, topk and calibration_images must be >= 1")
 
 
-def _heldout(spec: InputSpec, data_spec: str, n: int):
-    data = load_split(data_spec, "val")
+def _images(data_spec: str, split: str, n: int, spec: InputSpec, index_texts: list[str] | None = None):
+    """The first `n` images of a split as PIL images and uint8 (n, 3, S, S), plus each image's
+    caption ids in the index (when `index_texts` is given)."""
+    data = load_split(data_spec, split)
     if len(data) == 0:
-        raise ExportError(f"{data_spec}: the val split is empty; parity needs held-out images (set ExportConfig.data)")
+        raise ExportError(f"{data_spec}: the {split} split is empty; export needs its images (set --data)")
     n = min(n, len(data))
     images = [data.image(i) for i in range(n)]
     u8 = np.stack([to_uint8_chw(im, spec) for im in images])
-    return images, u8
-
-
-def _parity(torch_emb: np.ndarray, ort_emb: np.ndarray, index: np.ndarray, index16: np.ndarray, k: int) -> dict:
-    """The exported model vs PyTorch on the same inputs, both searched in the shipped fp16 index;
-    plus what storing the index in fp16 alone changes (PyTorch, fp32 vs fp16 index)."""
-    cos = (torch_emb * ort_emb).sum(1) / (np.linalg.norm(torch_emb, axis=1) * np.linalg.norm(ort_emb, axis=1))
-    ref = [topk(e, index16, k)[0] for e in torch_emb]
-    got = [topk(e, index16, k)[0] for e in ort_emb]
-    ref32 = [topk(e, index, 1)[0] for e in torch_emb]
-    return {
-        "images": len(cos),
-        "cosine_min": round(float(cos.min()), 6),
-        "cosine_mean": round(float(cos.mean()), 6),
-        "top1_agreement": round(float(np.mean([r[0] == g[0] for r, g in zip(ref, got)])), 4),
-        f"top{k}_overlap": round(float(np.mean([len(set(r) & set(g)) / k for r, g in zip(ref, got)])), 4),
-        "index_fp16_top1_agreement": round(float(np.mean([a[0] == b[0] for a, b in zip(ref32, ref)])), 4),
-    }
+    captions = None
+    if index_texts is not None:
+        ids = {t: i for i, t in reversed(list(enumerate(index_texts)))}
+        texts, per_image = data.texts()
+        captions = [[ids[texts[j]] for j in per_image[i] if texts[j] in ids] for i in range(n)]
+    return images, u8, captions
 
 
 def _tools() -> dict:
-    names = ["torch", "onnx", "onnxruntime", "onnxscript", "timm", "open_clip_torch", "faiss-cpu", "ammkd"]
+    names = ["torch", "onnx", "onnxruntime", "onnxscript", "executorch", "coremltools", "timm"]
+    names += ["open_clip_torch", "faiss-cpu", "ammkd"]
     tools = {}
     for n in names:
         try:
@@ -95,12 +129,90 @@ def _tools() -> dict:
     return tools
 
 
+def macs_per_image(model: torch.nn.Module, size: int) -> int:
+    """Multiply-accumulates of one forward pass at batch 1 (FLOPs of matmuls/convs / 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.zeros(1, 3, size, size))
+    return int(counter.get_total_flops() // 2)
+
+
+def _weight_dtype(target: str, quant: str, cfg: ExportConfig) -> str:
+    if quant in ("int8", "int8-dynamic"):
+        return "int8"
+    if quant.startswith("palettize"):
+        return "palettized" + quant.removeprefix("palettize")
+    if quant == "fp16" or (target == "coreml" and cfg.coreml_precision == "fp16"):
+        return "float16"
+    return "float32"
+
+
+def _export_one(student, spec, target: str, quant: str, tmp: Path, cfg: ExportConfig, calib) -> tuple[str, dict]:
+    """Write one artifact into the temporary bundle; returns (relative path, format details)."""
+    rel = "image_encoder" + ("" if quant == "none" else f".{quant}") + SUFFIX[target]
+    path = tmp / rel
+    if target == "onnx":
+        fp32 = tmp / ("image_encoder.onnx" if quant == "none" else ".fp32-for-quantization.onnx")
+        if not fp32.is_file():
+            export_onnx(student, spec.size, fp32, cfg.opset, cfg.dynamic_batch)
+        if quant != "none":
+            quantize_onnx(fp32, path, quant, calib(), cfg.quantize_all_ops)
+        return rel, {"opset": cfg.opset, "mobile_usability": mobile_usability(path)}
+    if target == "executorch":
+        from ammkd.export.executorch_export import export_executorch
+
+        return rel, export_executorch(student, spec.size, path, quant, calib() if quant == "int8" else None)
+    from ammkd.export.coreml_export import export_coreml
+
+    info = export_coreml(student, spec, path, quant, cfg.coreml_precision, cfg.coreml_min_target)
+    return rel, info
+
+
+def _embed(fmt: str, path: Path, x: np.ndarray, u8: np.ndarray) -> tuple[np.ndarray, str]:
+    """Embeddings of an artifact on this host (float32 input x, or uint8 pixels u8 for Core ML's
+    image input) and the name of what computed them."""
+    if fmt in ("onnx", "ort"):
+        return OnnxImageEncoder(path).embed(x), "onnxruntime"
+    if fmt == "executorch":
+        from ammkd.mobile_runtime.backends import ExecuTorchImageEncoder
+
+        return ExecuTorchImageEncoder(path).embed(x), "executorch.runtime"
+    from ammkd.export.coreml_export import predict_coreml
+    from ammkd.export.mil_reference import mil_reference_predict
+
+    if sys.platform == "darwin":
+        return predict_coreml(path, u8), "coremltools.predict"
+    # Off macOS there is no Core ML runtime: evaluate the saved MIL program's ops in PyTorch
+    # (stored weights, fp16 rounding of fp16 ops); slow, so on a subset of the images.
+    n = min(len(u8), COREML_REFERENCE_IMAGES)
+    return mil_reference_predict(path, u8[:n]), "mil-reference (the saved MIL program evaluated in PyTorch)"
+
+
+def _entries(tmp: Path, rel: str) -> dict:
+    """A target's files: {"file": entry} for a file, {"package": {...}} for a folder (.mlpackage)."""
+    p = tmp / rel
+    if p.is_file():
+        return {"file": file_entry(tmp, rel).to_dict()}
+    files = [file_entry(tmp, f.relative_to(tmp).as_posix()).to_dict() for f in sorted(p.rglob("*")) if f.is_file()]
+    return {"package": {"path": rel, "files": files}}
+
+
+def _source(model_dir: Path) -> dict:
+    """What a bundle was made from: the student's weights and index, by hash."""
+    return {name: sha256_file(model_dir / name) for name in (STUDENT_WEIGHTS, INDEX_VECTORS, INDEX_TEXTS)}
+
+
 def export_bundle(model_dir: str | Path, out: str | Path, cfg: ExportConfig | None = None) -> Path:
-    """Export the student in `model_dir` to a bundle folder `out` (replaced if it exists)."""
+    """Export the student in `model_dir` to a bundle folder `out`: every asked (target,
+    quantization) artifact, each through the parity gate, plus the index and golden pairs."""
     cfg = cfg or ExportConfig()
+    plan = cfg.plan()
     model_dir, out = Path(model_dir), Path(out)
-    _check_destination(model_dir, out)
     student, meta = load_student(model_dir)
+    source = _source(model_dir)
+    _check_destination(model_dir, out, source, cfg.overwrite)
     spec = student.arch.input_spec
     try:
         texts = json.loads((model_dir / INDEX_TEXTS).read_text(encoding="utf-8"))
@@ -111,62 +223,82 @@ def export_bundle(model_dir: str | Path, out: str | Path, cfg: ExportConfig | No
         raise ExportError(
             f"{model_dir}: index {index.shape} does not match {len(texts)} texts x dim {student.arch.embed_dim}"
         )
+    data_spec = cfg.data or meta["data"]
+    calibration: list[np.ndarray] = []
+
+    def calib() -> np.ndarray:  # real training images, loaded once and only if a quantizer asks
+        if not calibration:
+            calibration.append(uint8_to_input(_images(data_spec, "train", cfg.calibration_images, spec)[1], spec))
+        return calibration[0]
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        export_onnx(student, spec.size, tmp / "image_encoder.onnx", cfg.opset)
         vectors = write_array(tmp, "index/class_vectors.f16.bin", index, "float16")
         index16 = np.frombuffer((tmp / vectors.path).read_bytes(), "<f2").reshape(index.shape).astype(np.float32)
         (tmp / "index" / "texts.json").write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
         faiss_entry = _write_faiss(tmp, index16)
 
-        images, u8 = _heldout(spec, cfg.data or meta["data"], max(cfg.parity_images, cfg.golden))
+        images, u8, captions = _images(data_spec, "val", max(cfg.parity_images, cfg.golden), spec, texts)
         x = uint8_to_input(u8, spec)
         with torch.no_grad():
             torch_emb = student(torch.from_numpy(x)).numpy()
-        ort_emb = OnnxImageEncoder(tmp / "image_encoder.onnx").embed(x)
-        parity = _parity(torch_emb, ort_emb, index, index16, cfg.topk)
-        _gate(parity, cfg)
+
+        targets, results = [], {}
+        for target, quant in plan:
+            t0 = time.time()
+            rel, info = _export_one(student, spec, target, quant, tmp, cfg, calib)
+            artifacts = [("onnx" if target == "onnx" else target, rel)]
+            if target == "onnx" and cfg.ort_format:
+                ort_file = convert_to_ort(tmp / rel, tmp / rel.replace(".onnx", ".ort"), basic=quant == "fp16")
+                artifacts.append(("ort", ort_file.name))
+            dtype = _weight_dtype(target, quant, cfg)
+            for fmt, path in artifacts:
+                emb, evaluator = _embed(fmt, tmp / path, x, u8)
+                n = len(emb)
+                par = parity(torch_emb[:n], emb, index16, cfg.topk, captions[:n]) | {"evaluator": evaluator}
+                results[f"{fmt}/{quant}"] = (dtype, par)
+                entry = {"role": "image_encoder", "format": fmt, **_entries(tmp, path), "dtype": dtype}
+                entry |= {"quantization": quant, "batch": "dynamic" if cfg.dynamic_batch and fmt != "coreml" else 1}
+                entry |= {"input_name": INPUT_NAME, "output_name": OUTPUT_NAME, "parity": par, "details": info}
+                entry["bytes"] = sum(f["bytes"] for f in entry.get("package", {}).get("files", [])) or entry.get(
+                    "file", {}
+                ).get("bytes", 0)
+                entry["export_seconds"] = round(time.time() - t0, 1)
+                targets.append(entry)
+        for stray in tmp.glob(".fp32-for-quantization.onnx"):
+            stray.unlink()
+        misses = gate(results, cfg.min_top1_agreement, cfg.min_cosine, cfg.allow_degraded)
 
         golden = []
         (tmp / "golden").mkdir()
         for g in range(min(cfg.golden, len(images))):
             images[g].save(tmp / f"golden/image_{g}.png")
-            ids, scores = topk(ort_emb[g], index16, cfg.topk)
+            ids, scores = topk(torch_emb[g], index16, cfg.topk)
             golden.append(
                 {
                     "image": file_entry(tmp, f"golden/image_{g}.png").to_dict(),
                     "input": write_array(tmp, f"golden/input_{g}.f32.bin", x[g : g + 1], "float32").to_dict(),
-                    "embedding": write_array(tmp, f"golden/embedding_{g}.f32.bin", ort_emb[g], "float32").to_dict(),
+                    "embedding": write_array(tmp, f"golden/embedding_{g}.f32.bin", torch_emb[g], "float32").to_dict(),
                     "topk_ids": ids.tolist(),
                     "topk_scores": [round(float(s), 6) for s in scores],
                 }
             )
+        params = sum(p.numel() for p in student.parameters())
         manifest = {
             "model": {
                 "id": f"ammkd-{student.arch.backbone}-{student.arch.embed_dim}",
                 "teachers": meta["teacher_ids"],
                 "fusion": meta["fusion"],
                 "weighting": meta["weighting"],
-                "params": sum(p.numel() for p in student.parameters()),
+                "params": params,
+                "macs_per_image": macs_per_image(student, spec.size),
+                "source": source,
             },
             "input": spec.to_dict(),
             "output": {"name": OUTPUT_NAME, "dim": student.arch.embed_dim, "normalized": True, "dtype": "float32"},
-            "targets": [
-                {
-                    "role": "image_encoder",
-                    "format": "onnx",
-                    "file": file_entry(tmp, "image_encoder.onnx").to_dict(),
-                    "dtype": "float32",
-                    "quantization": cfg.quantize,
-                    "batch": 1,
-                    "opset": cfg.opset,
-                    "input_name": INPUT_NAME,
-                    "output_name": OUTPUT_NAME,
-                    "parity": parity,
-                }
-            ],
+            "targets": targets,
+            "parity_misses": misses,
             "index": {
                 "count": len(texts),
                 "dim": int(index.shape[1]),
@@ -189,8 +321,9 @@ def export_bundle(model_dir: str | Path, out: str | Path, cfg: ExportConfig | No
     return out
 
 
-def _check_destination(model_dir: Path, out: Path) -> None:
-    """Refuse an `out` whose replacement would destroy something that is not a bundle."""
+def _check_destination(model_dir: Path, out: Path, source: dict, overwrite: bool) -> None:
+    """Refuse an `out` whose replacement would destroy something that is not a bundle, or a
+    bundle of another model (unless `overwrite`)."""
     src, dst = model_dir.resolve(), out.resolve()
     if dst == src or dst in src.parents:
         raise ExportError(f"{out}: the bundle folder may not be the student folder or contain it")
@@ -198,6 +331,16 @@ def _check_destination(model_dir: Path, out: Path) -> None:
         raise ExportError(f"{out}: exists and is not a folder")
     if dst.is_dir() and any(dst.iterdir()) and not (dst / MANIFEST).is_file():
         raise ExportError(f"{out}: exists, is not empty and is not a bundle; choose another --out")
+    if (dst / MANIFEST).is_file() and not overwrite:
+        try:
+            old = json.loads((dst / MANIFEST).read_text(encoding="utf-8")).get("model", {}).get("source")
+        except (OSError, ValueError, AttributeError):
+            old = None
+        if old != source:
+            raise ExportError(
+                f"{out}: already holds a bundle of another model; pass --overwrite to replace it "
+                "or choose another --out"
+            )
 
 
 def _swap_into_place(new: Path, out: Path) -> None:
@@ -220,14 +363,3 @@ def _write_faiss(bundle: Path, index16: np.ndarray) -> dict | None:
     flat.add(np.ascontiguousarray(index16, dtype=np.float32))
     faiss.write_index(flat, str(bundle / "index/class_vectors.faiss"))
     return file_entry(bundle, "index/class_vectors.faiss").to_dict()
-
-
-def _gate(parity: dict, cfg: ExportConfig) -> None:
-    """Fail the export when the exported model misses its parity bounds (unless allowed)."""
-    missed = []
-    if parity["cosine_min"] < cfg.min_cosine:
-        missed.append(f"cosine_min {parity['cosine_min']:.6f} < {cfg.min_cosine}")
-    if parity["top1_agreement"] < cfg.min_top1_agreement:
-        missed.append(f"top1_agreement {parity['top1_agreement']:.3f} < {cfg.min_top1_agreement}")
-    if missed and not cfg.allow_degraded:
-        raise ExportError("parity gate failed for onnx/fp32: " + "; ".join(missed) + " (--allow-degraded to keep it)")

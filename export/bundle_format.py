@@ -205,10 +205,11 @@ class BundleReader:
     def input_spec(self) -> InputSpec:
         return InputSpec.from_dict(self.manifest["input"])
 
-    def target(self, role: str = "image_encoder", fmt: str | None = None) -> dict:
-        """The manifest entry of the first target with this role (and format, if given)."""
+    def target(self, role: str = "image_encoder", fmt: str | None = None, quantization: str | None = None) -> dict:
+        """The manifest entry of the first target with this role (and format and quantization,
+        if given; the unquantized one comes first)."""
         for t in self.manifest["targets"]:
-            if t["role"] == role and (fmt is None or t["format"] == fmt):
+            if t["role"] == role and fmt in (None, t["format"]) and quantization in (None, t["quantization"]):
                 return t
         have = ", ".join(f"{t['role']}/{t['format']}" for t in self.manifest["targets"]) or "none"
         raise BundleError(f"{self.root / MANIFEST}: no {role} target in format {fmt or 'any'} (has: {have})")

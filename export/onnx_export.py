@@ -1,31 +1,45 @@
-"""Student image encoder -> ONNX (normalisation and L2-norm are already inside the module)."""
+"""Student image encoder -> ONNX, the ORT format for ONNX Runtime Mobile, and ORT quantization.
+
+The normalisation and the L2 norm are inside the module, so the graph takes RGB in [0, 1]
+(B, 3, S, S) float32 and returns unit (B, D) float32 embeddings.
+"""
 
 from __future__ import annotations
 
 import logging
-import warnings
+import re
+import shutil
+import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from ammkd.common.errors import ExportError
+from ammkd.common.errors import ConfigError, ExportError
+from ammkd.common.quiet import quiet
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "embedding"
+MIN_OPSET = 17
+ONNX_QUANTIZATIONS = ("none", "fp16", "int8", "int8-dynamic")
+# Ops quantized by default: the matrix products. LayerNorm, Softmax, residual Adds and the
+# activations stay float (they are what breaks ViT int8 accuracy); `quantize_all_ops` opts in.
+QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
 
 
-def export_onnx(model: torch.nn.Module, image_size: int, path: Path, opset: int = 18) -> Path:
-    """Export with the dynamo exporter at static batch 1, weights embedded in the one file."""
+def export_onnx(
+    model: torch.nn.Module, image_size: int, path: Path, opset: int = 18, dynamic_batch: bool = False
+) -> Path:
+    """Export with the dynamo exporter, weights embedded in the one file; batch 1 unless
+    `dynamic_batch` (then the first input dimension is symbolic, `batch`)."""
+    if opset < MIN_OPSET:
+        raise ConfigError(f"export: opset {opset} is too old; use {MIN_OPSET} or newer")
     model = model.eval()
     path.parent.mkdir(parents=True, exist_ok=True)
-    example = (torch.rand(1, 3, image_size, image_size),)
-    quiet = [logging.getLogger(n) for n in ("onnxscript", "torch.onnx", "onnx_ir")]
-    levels = [lg.level for lg in quiet]
-    for lg in quiet:
-        lg.setLevel(logging.ERROR)  # the exporter's progress chatter is not for users
+    example = (torch.rand(2 if dynamic_batch else 1, 3, image_size, image_size),)
+    dynamic = {"image": {0: torch.export.Dim("batch", min=1, max=1024)}} if dynamic_batch else None
     try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
+        with quiet("onnxscript", "torch.onnx", "onnx_ir"), torch.no_grad():
             program = torch.onnx.export(
                 model,
                 example,
@@ -33,13 +47,136 @@ def export_onnx(model: torch.nn.Module, image_size: int, path: Path, opset: int 
                 opset_version=opset,
                 input_names=[INPUT_NAME],
                 output_names=[OUTPUT_NAME],
+                dynamic_shapes=dynamic,
                 external_data=False,
                 verbose=False,
             )
         program.save(str(path), external_data=False)
     except Exception as e:  # the exporter raises many types; the message names the failing op
         raise ExportError(f"ONNX export failed: {type(e).__name__}: {e}") from e
-    finally:
-        for lg, level in zip(quiet, levels):
-            lg.setLevel(level)
     return path
+
+
+def quantize_onnx(
+    src: Path, dst: Path, mode: str, calibration: np.ndarray | None = None, quantize_all_ops: bool = False
+) -> Path:
+    """fp32 ONNX `src` -> `dst` quantized with ONNX Runtime's tools:
+      fp16          weights and activations fp16, inputs and outputs kept float32;
+      int8          static QDQ: int8 per-channel symmetric weights, uint8 activations calibrated
+                    (min-max) on `calibration` (N, 3, S, S) float32 in [0, 1], real images;
+      int8-dynamic  int8 weights, activations quantized at run time (no calibration).
+    Only QUANTIZED_OPS are quantized unless `quantize_all_ops`."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if mode not in ONNX_QUANTIZATIONS[1:]:
+        raise ConfigError(f"export: ONNX quantization {mode!r} unknown; use one of {list(ONNX_QUANTIZATIONS)}")
+    if mode == "int8" and (calibration is None or len(calibration) == 0):
+        raise ConfigError("export: int8 (static) quantization needs calibration images; none were given")
+    ops = None if quantize_all_ops else list(QUANTIZED_OPS)
+    with tempfile.TemporaryDirectory() as tmp, quiet("root", "onnxruntime"):
+        try:
+            if mode == "fp16":
+                import onnx
+                from onnxruntime.transformers.float16 import convert_float_to_float16
+
+                onnx.save(convert_float_to_float16(onnx.load(str(src)), keep_io_types=True), str(dst))
+                return dst
+            pre = Path(tmp) / "pre.onnx"
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+            if mode == "int8-dynamic":
+                quantize_dynamic(
+                    str(pre), str(dst), per_channel=True, weight_type=QuantType.QUInt8, op_types_to_quantize=ops
+                )
+                return dst
+
+            class Reader(CalibrationDataReader):
+                def __init__(self):
+                    self.batches = iter(calibration[i : i + 1] for i in range(len(calibration)))
+
+                def get_next(self):
+                    x = next(self.batches, None)
+                    return None if x is None else {INPUT_NAME: np.ascontiguousarray(x, np.float32)}
+
+            quantize_static(
+                str(pre),
+                str(dst),
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                weight_type=QuantType.QInt8,
+                activation_type=QuantType.QUInt8,
+                op_types_to_quantize=ops,
+                extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
+            )
+        except (ConfigError, ExportError):
+            raise
+        except Exception as e:  # the quantizers raise many types
+            raise ExportError(f"ONNX {mode} quantization of {src.name} failed: {type(e).__name__}: {e}") from e
+    return dst
+
+
+def convert_to_ort(src: Path, dst: Path, basic: bool = False) -> Path:
+    """ONNX -> the ORT format that ONNX Runtime Mobile loads (as `convert_onnx_models_to_ort`
+    does: all graph optimizations except the x86-only NCHWc layout). `basic`: only the
+    hardware-independent ones (for fp16 graphs, which the CPU provider would cast back to fp32)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    level = ort.GraphOptimizationLevel
+    opts.graph_optimization_level = level.ORT_ENABLE_BASIC if basic else level.ORT_ENABLE_ALL
+    opts.optimized_model_filepath = str(dst)
+    opts.add_session_config_entry("session.save_model_format", "ORT")
+    opts.log_severity_level = 3
+    try:
+        ort.InferenceSession(
+            str(src), opts, providers=["CPUExecutionProvider"], disabled_optimizers=["NchwcTransformer"]
+        )
+    except Exception as e:
+        raise ExportError(f"ORT-format conversion of {src.name} failed: {type(e).__name__}: {e}") from e
+    if not dst.is_file():
+        raise ExportError(f"ORT-format conversion of {src.name} wrote nothing")
+    return dst
+
+
+def mobile_usability(path: Path) -> dict:
+    """ONNX Runtime's `check_onnx_model_mobile_usability` on `path`: per execution provider
+    (NNAPI, Core ML), whether the model should run well with it as is (YES / NO / MAYBE),
+    plus the checker's own report lines."""
+    from onnxruntime.tools.mobile_helpers import usability_checker
+
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+
+    logger = logging.getLogger("ammkd.mobile_usability")
+    logger.propagate, handler = False, Collect()
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    tmp = Path(tempfile.mkdtemp())
+    try:
+        with quiet("root"):
+            usable = usability_checker.analyze_model(Path(shutil.copy(path, tmp / path.name)), logger=logger)
+    except Exception as e:
+        raise ExportError(f"{path}: mobile usability check failed: {type(e).__name__}: {e}") from e
+    finally:
+        logger.removeHandler(handler)
+        shutil.rmtree(tmp, ignore_errors=True)
+    verdicts = {}
+    for line in lines:
+        m = re.match(r"Model should perform well with (.+) as is: (\w+)", line)
+        if m:
+            verdicts[m.group(1).lower().replace(" ", "_")] = m.group(2)
+    return {
+        "try_nnapi_or_coreml_ep": bool(usable),
+        "as_is": verdicts,
+        "report": [ln for ln in lines if ln.strip() and not ln.startswith("=")][:60],
+    }

@@ -2,14 +2,44 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from ammkd.common.errors import BundleError
+from ammkd.common.errors import BundleError, ConfigError
 
 
-class OnnxImageEncoder:
+class ImageEncoder:
+    """The shared `embed`: a backend sets `batch` (the model's static batch size, None if dynamic) and
+    `image_shape` ((3, S, S), None if unknown) and implements `_run` on one batch."""
+
+    batch: int | None = None
+    image_shape: tuple[int, int, int] | None = None
+
+    def embed(self, x: np.ndarray) -> np.ndarray:
+        """x (B, 3, S, S) float32 RGB in [0, 1] -> (B, D) float32 embeddings."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim != 4 or (self.image_shape and x.shape[1:] != self.image_shape):
+            want = f"(B, {', '.join(map(str, self.image_shape))})" if self.image_shape else "(B, 3, S, S)"
+            raise ValueError(f"image encoder input must be {want} float32; got {x.shape}")
+        if self.batch is None or len(x) == self.batch:
+            return np.asarray(self._run(x), dtype=np.float32)
+        out = []
+        for i in range(0, len(x), self.batch):  # static batch: run it chunk by chunk, padding the last one
+            chunk = x[i : i + self.batch]
+            pad = self.batch - len(chunk)
+            if pad:
+                chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), np.float32)])
+            out.append(np.asarray(self._run(chunk), dtype=np.float32)[: self.batch - pad])
+        return np.concatenate(out)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class OnnxImageEncoder(ImageEncoder):
     """ONNX Runtime on the CPU, threads pinned (latency is measured per thread count)."""
 
     def __init__(self, model: str | Path | bytes, threads: int = 1, name: str = "image encoder"):
@@ -26,11 +56,99 @@ class OnnxImageEncoder:
         except Exception as e:  # onnxruntime raises its own exception types for bad models
             where = name if isinstance(model, bytes) else model
             raise BundleError(f"{where}: ONNX Runtime cannot load this model ({e})") from None
-        self.input_name = self.session.get_inputs()[0].name
-        self.batch = self.session.get_inputs()[0].shape[0]
+        spec = self.session.get_inputs()[0]
+        self.input_name = spec.name
+        self.batch = spec.shape[0] if isinstance(spec.shape[0], int) else None
+        if all(isinstance(d, int) for d in spec.shape[1:]) and len(spec.shape) == 4:
+            self.image_shape = tuple(spec.shape[1:])
 
-    def embed(self, x: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if isinstance(self.batch, int) and x.shape[0] != self.batch:  # static batch: run one at a time
-            return np.concatenate([self.embed(x[i : i + self.batch]) for i in range(0, len(x), self.batch)])
+    def _run(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: x})[0]
+
+
+PTE_IDENTIFIER = b"ET12"  # flatbuffer file identifier of the .pte format this runtime reads
+_PTE_HEADER_MAGIC = b"eh00"
+_threads_locked = False  # ExecuTorch's thread pool is process-wide; resizing it under a loaded program is unsafe
+
+
+class ExecuTorchImageEncoder(ImageEncoder):
+    """An ExecuTorch `.pte` program (XNNPACK-delegated) run by the ExecuTorch Python runtime on the CPU."""
+
+    def __init__(self, model: str | Path | bytes, threads: int | None = None, name: str = "image encoder"):
+        """`model`: a path, or the program's bytes (as read and hash-checked from a bundle). `threads`: size of
+        ExecuTorch's process-wide thread pool (None keeps it; it can only change before the first program loads)."""
+        where = name if isinstance(model, bytes) else str(model)
+        if isinstance(model, bytes):
+            data = model
+        else:
+            try:
+                data = Path(model).read_bytes()
+            except OSError as e:
+                raise BundleError(f"{where}: cannot read the ExecuTorch program ({e.strerror or e})") from None
+        check_pte(data, where)  # before the runtime: its loader aborts the process on some malformed files
+        chatty = logging.getLogger("torch.utils._pytree")  # deprecation notes logged on first import
+        level = chatty.level
+        chatty.setLevel(logging.ERROR)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                import executorch.extension.pybindings.portable_lib as et_lib
+                from executorch.runtime import Runtime
+        finally:
+            chatty.setLevel(level)
+        _set_threads(et_lib, threads)
+        try:
+            program = Runtime.get().load_program(data)
+            if "forward" not in program.method_names:
+                raise BundleError(f"{where}: the ExecuTorch program has no 'forward' method")
+            self.method = program.load_method("forward")
+        except RuntimeError as e:  # the runtime reports load failures as RuntimeError with an error code
+            raise BundleError(f"{where}: ExecuTorch cannot load this program ({e})") from None
+        meta = self.method.metadata
+        if meta.num_inputs() != 1 or len(meta.input_tensor_meta(0).sizes()) != 4:
+            raise BundleError(f"{where}: not an image encoder (forward must take one (B, 3, S, S) tensor)")
+        shape = tuple(meta.input_tensor_meta(0).sizes())
+        self.batch, self.image_shape = shape[0], shape[1:]
+        self._program = program  # keeps the program (and its bytes) alive as long as the method
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        return self.method.execute((torch.from_numpy(x),))[0].numpy()
+
+
+def check_pte(data: bytes, where: str) -> None:
+    """Raise BundleError unless `data` starts like a whole ExecuTorch program: the file identifier, and an
+    extended header whose program and segment sizes fit in the data (a truncated file fails here)."""
+    if len(data) < 8 or data[4:8] != PTE_IDENTIFIER:
+        found = data[4:8]
+        if len(found) == 4 and found[:2] == b"ET" and found[2:].isdigit():
+            raise BundleError(
+                f"{where}: ExecuTorch program format {found.decode()} is not the {PTE_IDENTIFIER.decode()} "
+                "this runtime reads (re-export with the installed ExecuTorch)"
+            )
+        raise BundleError(f"{where}: not an ExecuTorch program (.pte identifier {PTE_IDENTIFIER.decode()} missing)")
+    header = data[8:40]
+    if len(header) < 24 or header[:4] != _PTE_HEADER_MAGIC:
+        raise BundleError(f"{where}: ExecuTorch program header is missing or truncated ({len(data)} bytes)")
+    length = int.from_bytes(header[4:8], "little")
+    program_size = int.from_bytes(header[8:16], "little")
+    segment_base = int.from_bytes(header[16:24], "little")
+    segment_size = int.from_bytes(header[24:32], "little") if length >= 32 and len(header) >= 32 else 0
+    expected = max(program_size, segment_base + segment_size if segment_base else 0)
+    if len(data) < expected:
+        raise BundleError(f"{where}: ExecuTorch program is truncated ({len(data)} of {expected} bytes)")
+
+
+def _set_threads(et_lib, threads: int | None) -> None:
+    global _threads_locked
+    if threads is not None and threads != et_lib._threadpool_get_thread_count():
+        if _threads_locked:
+            raise ConfigError(
+                f"ExecuTorch's thread pool is process-wide and already has {et_lib._threadpool_get_thread_count()} "
+                f"threads; it cannot change to {threads} after a program is loaded"
+            )
+        if threads < 1:
+            raise ConfigError(f"threads must be >= 1; got {threads}")
+        et_lib._unsafe_reset_threadpool(threads)
+    _threads_locked = True

@@ -19,8 +19,11 @@ def test_cached_outputs_are_fp16_on_disk_and_reused(pipeline, monkeypatch):
     monkeypatch.setattr(teacher, "encode_images", lambda *a, **k: pytest.fail("teacher ran again"))
     again = TeacherOutputs(teacher, data, texts, "cached", NO_AUGMENT)
     idx = torch.arange(8)
-    assert torch.equal(first.logits(idx, 0, 0), again.logits(idx, 0, 0))
-    assert first.logits(idx, 0, 0).shape == (8, len(texts))
+    logits = first.logits_of(first.embed(idx, 0, 0))
+    assert torch.equal(logits, again.logits_of(again.embed(idx, 0, 0)))
+    assert logits.shape == (8, len(texts))
+    with pytest.raises(ValueError, match="online"):  # feature maps are never cached
+        first.embed(idx, 0, 0, with_map=True)
 
 
 def test_online_outputs_follow_the_students_crop(pipeline):
@@ -36,6 +39,8 @@ def test_online_outputs_follow_the_students_crop(pipeline):
     a, b = online.embed(idx, 0, 3), online.embed(idx, 0, 4)
     assert torch.equal(a, online.embed(idx, 0, 3))  # a step's crop is a function of (seed, step)
     assert (a * b).sum(1).mean() < 0.999  # another step, another crop
+    emb, fmap = online.embed(idx, 0, 3, with_map=True)  # the same crop's last feature map
+    assert torch.allclose(emb, a, atol=1e-5) and fmap.ndim == 4 and fmap.shape[0] == 6
 
 
 def test_alpha_ema_smooths_and_stays_on_the_simplex():

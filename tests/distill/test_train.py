@@ -38,6 +38,9 @@ def test_student_folder_round_trips(pipeline):
         ({"teachers": ["a", "b"], "kd_temperatures": [1.0]}, "one per teacher"),
         ({"teachers": ["a", "b"], "alpha_ema": 1.0}, "alpha_ema"),
         ({"teachers": ["a", "b"], "teacher_outputs": "sometimes"}, "teacher_outputs"),
+        ({"teachers": ["a", "b"], "spectral_weight": 1.0}, "spectral_weight needs teacher_outputs='online'"),
+        ({"teachers": ["a", "b"], "feature_weight": -1.0}, "loss weights"),
+        ({"teachers": ["a", "b"], "teacher_outputs": "online", "spectral_cutoff": 0.0}, "spectral_cutoff"),
     ],
 )
 def test_bad_distill_configs(kwargs, message):
@@ -51,8 +54,17 @@ def test_bad_distill_configs(kwargs, message):
     "options",
     [
         {},
-        # online teachers on augmented crops, per-teacher temperatures, smoothed weights
-        {"teacher_outputs": "online", "aug_scale": [0.5, 1.0], "kd_temperatures": [2.0, 1.0], "alpha_ema": 0.8},
+        # online teachers on augmented crops, per-teacher temperatures, smoothed weights, and the
+        # optional terms with their trainable heads (which the checkpoint must carry)
+        {
+            "teacher_outputs": "online",
+            "aug_scale": [0.5, 1.0],
+            "kd_temperatures": [2.0, 1.0],
+            "alpha_ema": 0.8,
+            "feature_weight": 0.5,
+            "relation_weight": 0.5,
+            "spectral_weight": 0.5,
+        },
     ],
 )
 def test_interrupted_distillation_resumes_exactly(pipeline, tmp_path, monkeypatch, options):

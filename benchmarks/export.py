@@ -1,0 +1,115 @@
+"""Export benchmark: time of `--target all`, and size and parity of every quantization.
+
+    uv run --frozen --no-sync python benchmarks/export.py --model runs/demo/students/adaptive --name demo
+
+Two exports of the same student folder: `--target all` at fp32 (wall time of the whole export:
+ONNX + ORT, ExecuTorch, Core ML, each with its parity check), then every quantization of every
+target (`--allow-degraded`, so misses are measured rather than refused). Writes
+`results/export_<name>.{json,md}`: bytes per artifact and relative to its fp32 file, cosine and
+top-1 agreement against PyTorch, and the export seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from ammkd.common.files import atomic_write, atomic_write_json
+from ammkd.export.bundle import ExportConfig, export_bundle
+from ammkd.export.bundle_format import BundleReader
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _relative(path: Path) -> str:
+    p = path.resolve()
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(path)
+
+
+def _rows(bundle: Path) -> list[dict]:
+    targets = BundleReader.open(bundle).manifest["targets"]
+    fp32 = {t["format"]: t["bytes"] for t in targets if t["quantization"] == "none"}
+    return [
+        {
+            "artifact": f"{t['format']}/{t['quantization']}",
+            "weights": t["dtype"],
+            "bytes": t["bytes"],
+            "vs_fp32": round(t["bytes"] / fp32[t["format"]], 3) if t["format"] in fp32 else None,
+            "cosine_min": t["parity"]["cosine_min"],
+            "top1_agreement": t["parity"]["top1_agreement"],
+            "evaluator": t["parity"]["evaluator"],
+            "export_s": t["export_seconds"],
+        }
+        for t in targets
+    ]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", type=Path, required=True, help="student folder written by ammkd distill")
+    ap.add_argument("--name", required=True, help="results/export_<name>.{json,md}")
+    ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench-export")
+    ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
+    args = ap.parse_args(argv)
+    out = args.runs / args.name
+    shutil.rmtree(out, ignore_errors=True)
+
+    t0 = time.time()
+    export_bundle(args.model, out / "all-fp32", ExportConfig(target="all"))
+    all_seconds = round(time.time() - t0, 1)
+    quant = ExportConfig(target="all", quantize="none,fp16,int8,int8-dynamic,palettize8", allow_degraded=True)
+    export_bundle(args.model, out / "quantized", quant)
+    rows = _rows(out / "quantized")
+    manifest = BundleReader.open(out / "quantized").manifest
+    int8 = next(r for r in rows if r["artifact"] == "onnx/int8")
+    results = {
+        "benchmark": "export",
+        "model": _relative(args.model),
+        "params": manifest["model"]["params"],
+        "macs_per_image": manifest["model"]["macs_per_image"],
+        "input_size": manifest["input"]["size"],
+        "target_all_fp32_seconds": all_seconds,
+        "onnx_int8_vs_fp32_bytes": int8["vs_fp32"],
+        "onnx_int8_top1_agreement": int8["top1_agreement"],
+        "artifacts": rows,
+        "parity_misses": manifest["parity_misses"],
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "command": "uv run --frozen --no-sync python benchmarks/export.py " + " ".join(argv or sys.argv[1:]),
+    }
+    md = [
+        f"# Export of `{results['model']}`",
+        "",
+        f"{results['params'] / 1e6:.2f} M parameters, {results['macs_per_image'] / 1e6:.1f} M MACs per "
+        f"{results['input_size']}px image. `--target all` (fp32, with parity checks) took "
+        f"**{all_seconds} s** on {os.cpu_count()} cores. ONNX int8 is **{int8['vs_fp32']:.0%}** of the fp32 "
+        f"ONNX size with top-1 agreement **{int8['top1_agreement']:.0%}**.",
+        "",
+        "| artifact | weights | bytes | vs fp32 | cosine min | top-1 agreement | export s |",
+        "|---|---|---:|---:|---:|---:|---:|",
+        *[
+            f"| {r['artifact']} | {r['weights']} | {r['bytes']:,} | {r['vs_fp32']} | {r['cosine_min']:.4f} | "
+            f"{r['top1_agreement']:.2f} | {r['export_s']} |"
+            for r in rows
+        ],
+        "",
+        "Parity is measured against PyTorch on held-out images (Core ML off macOS: the saved MIL program "
+        "evaluated in PyTorch). Misses of the default bounds: "
+        + ("; ".join(m.strip() for m in results["parity_misses"]) or "none"),
+        "",
+        f"Command: `{results['command']}`",
+        "",
+    ]
+    args.results.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(args.results / f"export_{args.name}.json", results)
+    atomic_write(args.results / f"export_{args.name}.md", lambda tmp: tmp.write_text("\n".join(md)))
+    print("\n".join(md))
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""Student image encoder -> ExecuTorch `.pte` for the XNNPACK backend (fp32, or int8 by PT2E static quantization)."""
+
+from __future__ import annotations
+
+import operator
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ammkd.common.errors import ConfigError, ExportError
+from ammkd.common.files import atomic_write_bytes
+from ammkd.common.quiet import quiet
+
+EXECUTORCH_QUANTIZATIONS = ("none", "int8")
+BACKEND = "xnnpack"
+_CHATTY_LOGGERS = ("executorch", "torchao", "torch.export", "torch._export", "torch.utils._pytree", "torch.fx")
+
+
+def quiet_exporters():
+    """The exporters' warnings, log chatter and stderr silenced (torch.export prints the partial
+    graph there on failure; the raised error says why)."""
+    return quiet(*_CHATTY_LOGGERS, stderr=True)
+
+
+def export_executorch(
+    model: torch.nn.Module,
+    image_size: int,
+    path: Path,
+    quantize: str = "none",
+    calibration: np.ndarray | None = None,
+) -> dict:
+    """Lower `model` to an XNNPACK-delegated ExecuTorch program and write it atomically to `path`.
+
+    The program takes one float32 image (1, 3, image_size, image_size), RGB in [0, 1], and returns the
+    L2-normalised embedding (1, D) float32 (normalisation and L2-norm are inside the model).
+    `quantize`: "none" keeps fp32 weights and activations; "int8" is static PT2E quantization (per-channel
+    symmetric int8 weights, int8 activations) calibrated on `calibration`, float32 (N, 3, S, S) in [0, 1],
+    fed one image at a time. Returns the manifest entry's info: {"backend", "delegated_ops",
+    "portable_ops", "ops_outside_delegate" {op: count}, "delegates" [backend ids],
+    "delegate_subgraphs"}; `getitem` (tuple unpacking) is not counted as an op.
+    """
+    if quantize not in EXECUTORCH_QUANTIZATIONS:
+        raise ConfigError(
+            f"ExecuTorch quantization {quantize!r} is not supported; use one of: {', '.join(EXECUTORCH_QUANTIZATIONS)}"
+        )
+    if quantize == "int8":
+        calibration = _check_calibration(calibration, image_size)
+    model = model.eval()
+    example = (torch.rand(1, 3, image_size, image_size),)
+    try:
+        with quiet_exporters(), torch.no_grad():
+            from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+            from executorch.exir import to_edge_transform_and_lower
+            from executorch.exir.passes.constant_prop_pass import constant_prop_pass
+
+            if quantize == "int8":
+                model = _quantize_int8(model, example, calibration)
+            program = torch.export.export(model, example, strict=False)
+            edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+            # Fold (in place) the scalar constants that edge lowering materialises with a copy op each
+            # (hardswish's 3 and 6): left alone they run outside the delegate, as portable ops, on every call.
+            constant_prop_pass(edge.exported_program())
+            info = _delegation_info(edge.exported_program().graph_module)
+            pte = edge.to_executorch().buffer
+    except Exception as e:  # torch.export / exir raise many types; the message names the failing op
+        raise ExportError(f"ExecuTorch export ({BACKEND}, {quantize}) failed: {type(e).__name__}: {e}") from e
+    if info["delegated_ops"] == 0:
+        raise ExportError(f"ExecuTorch export ({BACKEND}, {quantize}): the XNNPACK partitioner delegated no ops")
+    atomic_write_bytes(path, pte)
+    return info
+
+
+def _check_calibration(calibration: np.ndarray | None, image_size: int) -> np.ndarray:
+    if calibration is None or len(calibration) == 0:
+        raise ConfigError("int8 ExecuTorch export needs calibration images (N, 3, S, S) float32 in [0, 1]; none given")
+    x = np.asarray(calibration, dtype=np.float32)
+    if x.ndim != 4 or x.shape[1:] != (3, image_size, image_size):
+        raise ConfigError(
+            f"calibration images must be (N, 3, {image_size}, {image_size}) float32 in [0, 1]; got {x.shape}"
+        )
+    if not np.isfinite(x).all():
+        raise ConfigError("calibration images contain NaN or infinite values")
+    return x
+
+
+def _quantize_int8(model: torch.nn.Module, example: tuple[torch.Tensor], calibration: np.ndarray) -> torch.nn.Module:
+    """PT2E static quantization for XNNPACK: annotate, observe `calibration` one image at a time, convert."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    prepared = prepare_pt2e(torch.export.export(model, example, strict=False).module(), quantizer)
+    for image in calibration:
+        prepared(torch.from_numpy(np.ascontiguousarray(image[None])))
+    return convert_pt2e(prepared)
+
+
+def _op_name(target) -> str:
+    """`aten.convolution.default` for an edge/aten op overload, else the callable's name."""
+    name = getattr(target, "_name", None) or getattr(target, "__name__", None) or str(target)
+    return name.replace("::", ".")
+
+
+def _delegation_info(graph_module: torch.fx.GraphModule) -> dict:
+    """Count the ops inside the backend delegates vs those left to ExecuTorch's portable kernels."""
+    delegates, delegated, outside = [], 0, Counter()
+    for node in graph_module.graph.nodes:
+        if node.op == "get_attr" and node.name.startswith("lowered_module"):
+            lowered = getattr(graph_module, node.target)
+            delegates.append(lowered.backend_id)
+            delegated += sum(
+                1
+                for n in lowered.original_module.graph.nodes
+                if n.op == "call_function" and n.target is not operator.getitem
+            )
+        elif node.op == "call_function" and node.target is not operator.getitem:
+            if node.target is not torch.ops.higher_order.executorch_call_delegate:
+                outside[_op_name(node.target)] += 1
+    return {
+        "backend": BACKEND,
+        "delegated_ops": delegated,
+        "portable_ops": sum(outside.values()),
+        "ops_outside_delegate": dict(sorted(outside.items())),
+        "delegates": sorted(set(delegates)),
+        "delegate_subgraphs": len(delegates),
+    }
