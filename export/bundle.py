@@ -261,9 +261,8 @@ def export_bundle(model_dir: str | Path, out: str | Path, cfg: ExportConfig | No
                 entry = {"role": "image_encoder", "format": fmt, **_entries(tmp, path), "dtype": dtype}
                 entry |= {"quantization": quant, "batch": "dynamic" if cfg.dynamic_batch and fmt != "coreml" else 1}
                 entry |= {"input_name": INPUT_NAME, "output_name": OUTPUT_NAME, "parity": par, "details": info}
-                entry["bytes"] = sum(f["bytes"] for f in entry.get("package", {}).get("files", [])) or entry.get(
-                    "file", {}
-                ).get("bytes", 0)
+                files = entry["package"]["files"] if "package" in entry else [entry["file"]]
+                entry["bytes"] = sum(f["bytes"] for f in files)
                 entry["export_seconds"] = round(time.time() - t0, 1)
                 targets.append(entry)
         for stray in tmp.glob(".fp32-for-quantization.onnx"):
