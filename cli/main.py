@@ -210,23 +210,38 @@ def export(
 @app.command()
 def search(
     bundle: Path = typer.Option(..., help="Bundle folder."),
-    image: Path = typer.Option(..., help="Image file to search with."),
+    image: Optional[Path] = typer.Option(None, help="Image file: its top-k texts of the index."),
+    text: Optional[str] = typer.Option(None, help="A text of the bundle's set: its top-k photos of --gallery."),
+    gallery: Optional[Path] = typer.Option(None, help="Folder of photos, embedded into the bundle's gallery/."),
+    rebuild_gallery: bool = typer.Option(False, "--rebuild-gallery", help="Start the gallery afresh."),
     k: int = typer.Option(5, min=1),
+    backend: str = typer.Option("auto", help="auto, onnx, ort, executorch or coreml (macOS)."),
+    quantization: Optional[str] = typer.Option(None, help="Which quantized target to run (default: unquantized)."),
     threads: int = typer.Option(1, min=1),
     as_json: bool = typer.Option(False, "--json"),
 ):
-    """Embed an image with the bundle's encoder and print the top-k texts of its index."""
+    """Image -> top-k texts of the index; or, with --gallery and --text, text -> top-k photos."""
+    from ammkd.common.errors import ConfigError
     from ammkd.mobile_runtime.retriever import Retriever
 
-    r = Retriever.open(bundle, threads=threads)
+    if (image is None) == (text is None):
+        raise ConfigError("search: give either --image FILE, or --text TEXT with --gallery DIR")
+    if text is not None and gallery is None:
+        raise ConfigError("search: --text searches photos; give the photo folder with --gallery DIR")
+    r = Retriever.open(bundle, threads=threads, backend=backend, quantization=quantization)
+    if text is not None:
+        _search_gallery(r, gallery, text, k, rebuild_gallery, as_json)
+        return
     hits = r.top_texts(image, k)
+    timings = {k: round(v, 3) for k, v in r.timings_ms.items()}
     if as_json:
         print(
             json.dumps(
                 {
                     "image": str(image),
+                    "backend": r.target["format"],
                     "hits": [h.__dict__ for h in hits],
-                    "timings_ms": {k: round(v, 3) for k, v in r.timings_ms.items()},
+                    "timings_ms": timings,
                 }
             )
         )
@@ -240,9 +255,79 @@ def search(
     out.print(table)
     t = r.timings_ms
     out.print(
-        f"load {t['load']:.1f} ms, preprocess {t['preprocess']:.1f} ms, encode {t['encode']:.1f} ms, "
-        f"search {t['search']:.2f} ms"
+        f"{r.target['format']}/{r.target['quantization']}: load {t['load']:.1f} ms, "
+        f"preprocess {t['preprocess']:.1f} ms, encode {t['encode']:.1f} ms, search {t['search']:.2f} ms"
     )
+
+
+def _search_gallery(r, gallery: Path, text: str, k: int, rebuild: bool, as_json: bool) -> None:
+    from ammkd.mobile_runtime.gallery import find_text, update_gallery
+
+    tid = find_text(r.texts, text)  # before any embedding: a typo fails at once
+    update = update_gallery(r, gallery, rebuild)
+    hits = update.gallery.search(r.index[tid], k)
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "text": r.texts[tid],
+                    "text_id": tid,
+                    "added": update.added,
+                    "skipped": update.skipped,
+                    "gallery_size": len(update.gallery.images),
+                    "hits": [{"image": p, "score": s} for p, s in hits],
+                }
+            )
+        )
+        return
+    for s in update.skipped:
+        err.print(f"[yellow]skipped[/yellow] {s['path']}: {s['reason']}", highlight=False)
+    out.print(
+        f"gallery: {len(update.gallery.images)} photos ({update.added} new, {len(update.skipped)} skipped) "
+        f"in {update.gallery.folder}"
+    )
+    table = Table(title=f"top {k} photos for {r.texts[tid]!r}")
+    table.add_column("#", justify="right")
+    table.add_column("score", justify="right")
+    table.add_column("photo")
+    for rank, (p, s) in enumerate(hits, 1):
+        table.add_row(str(rank), f"{s:.3f}", p)
+    out.print(table)
+
+
+@app.command()
+def verify(
+    bundle: Path = typer.Option(..., help="Bundle folder."),
+    threads: int = typer.Option(1, min=1),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Run the bundle's golden inputs through every backend present; exit 1 if one disagrees."""
+    from ammkd.mobile_runtime.verify import verify_bundle
+
+    report = verify_bundle(bundle, threads)
+    if as_json:
+        print(json.dumps(report))
+    else:
+        for p in report["preprocess"]:
+            out.print(f"preprocess {p['image']}: max |diff| {p['max_abs_diff']:.2e} {'ok' if p['ok'] else 'FAILED'}")
+        table = Table(title=f"{report['golden']} golden inputs per target")
+        for col in ("target", "dtype", "status", "cosine min", "bound", "top-1 agreement", "note"):
+            table.add_column(col)
+        for t in report["targets"]:
+            cos = f"{t['cosine_min']:.6f}" if "cosine_min" in t else ""
+            table.add_row(
+                t["target"],
+                t["dtype"],
+                t["status"],
+                cos,
+                str(t.get("cosine_bound", "")),
+                str(t.get("top1_agreement", "")),
+                t.get("reason", ""),
+            )
+        out.print(table)
+        out.print("[green]bundle verified[/green]" if report["ok"] else "[red]bundle verification failed[/red]")
+    if not report["ok"]:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from ammkd.common.errors import BundleError, ConfigError
+from ammkd.export.bundle_format import BundleReader
 
 
 class ImageEncoder:
@@ -152,3 +154,70 @@ def _set_threads(et_lib, threads: int | None) -> None:
             raise ConfigError(f"threads must be >= 1; got {threads}")
         et_lib._unsafe_reset_threadpool(threads)
     _threads_locked = True
+
+
+class CoreMLImageEncoder(ImageEncoder):
+    """A Core ML `.mlpackage` run by Core ML itself (macOS only: coremltools has no runtime elsewhere).
+
+    The package takes an RGB image, so the [0, 1] float input is turned back into uint8 pixels."""
+
+    def __init__(self, path: str | Path, compute_units: str = "cpu_only"):
+        if sys.platform != "darwin":
+            raise BundleError(
+                f"{path}: Core ML runs only on macOS/iOS (this is {sys.platform}); use --backend onnx or executorch"
+            )
+        from ammkd.export.coreml_export import describe_coreml
+
+        self.path, self.compute_units = Path(path), compute_units
+        size = describe_coreml(self.path)["inputs"][0]["shape"][-1]
+        self.batch, self.image_shape = None, (3, size, size)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        from ammkd.export.coreml_export import predict_coreml
+
+        u8 = np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
+        return predict_coreml(self.path, u8, self.compute_units)
+
+
+BACKENDS = ("onnx", "ort", "executorch", "coreml")  # each the manifest `format` it runs
+
+
+def open_image_encoder(
+    bundle: BundleReader, backend: str = "auto", quantization: str | None = None, threads: int = 1
+) -> tuple[ImageEncoder, dict]:
+    """The bundle's image encoder for `backend` (or, with "auto", the first of ONNX, ExecuTorch,
+    Core ML that the bundle holds and this host runs), with its manifest entry. Every file is
+    hash-checked before the runtime sees it. `quantization`: None takes the unquantized target."""
+    if backend not in ("auto", *BACKENDS):
+        raise ConfigError(f"unknown backend {backend!r}; use auto or one of {list(BACKENDS)}")
+    formats = {t["format"] for t in bundle.manifest["targets"] if t["role"] == "image_encoder"}
+    if backend == "auto":
+        order = ["onnx", "executorch"] + (["coreml"] if sys.platform == "darwin" else [])
+        backend = next((f for f in order if f in formats), None)
+        if backend is None:
+            raise BundleError(
+                f"{bundle.root}: no image encoder this host can run (the bundle has: {sorted(formats) or 'none'})"
+            )
+    want = quantization or "none"
+    target = next(
+        (
+            t
+            for t in bundle.manifest["targets"]
+            if t["role"] == "image_encoder" and t["format"] == backend and t["quantization"] == want
+        ),
+        None,
+    )
+    if target is None:
+        have = sorted(f"{t['format']}/{t['quantization']}" for t in bundle.manifest["targets"])
+        raise BundleError(
+            f"{bundle.root}: no {backend} image encoder with quantization {want} (the bundle has: {have})"
+        )
+    if backend == "coreml":
+        for f in target["package"]["files"]:
+            bundle.read_bytes(f)  # every file of the package checked
+        return CoreMLImageEncoder(bundle.root / target["package"]["path"]), target
+    where = str(bundle.root / target["file"]["path"])
+    data = bundle.read_bytes(target["file"])
+    if backend == "executorch":
+        return ExecuTorchImageEncoder(data, threads, where), target
+    return OnnxImageEncoder(data, threads, where), target

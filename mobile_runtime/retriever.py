@@ -11,7 +11,7 @@ from PIL import Image
 
 from ammkd.common.errors import BundleError
 from ammkd.export.bundle_format import BundleReader
-from ammkd.mobile_runtime.backends import OnnxImageEncoder
+from ammkd.mobile_runtime.backends import ImageEncoder, open_image_encoder
 from ammkd.mobile_runtime.preprocess import preprocess
 from ammkd.mobile_runtime.search import topk
 
@@ -28,26 +28,27 @@ class Retriever:
     """Image -> top-k texts of the bundle's index. `timings_ms` holds the last call's stages."""
 
     bundle: BundleReader
-    encoder: OnnxImageEncoder
+    encoder: ImageEncoder
+    target: dict  # the manifest entry of the encoder in use
     index: np.ndarray  # (N, D) float32, decoded once from the fp16 file
     texts: list[str]
     timings_ms: dict = field(default_factory=dict)
 
     @classmethod
-    def open(cls, bundle_dir: str | Path, threads: int = 1) -> "Retriever":
-        """Verify and load a bundle (hashes of every file are checked before use)."""
+    def open(
+        cls, bundle_dir: str | Path, threads: int = 1, backend: str = "auto", quantization: str | None = None
+    ) -> "Retriever":
+        """Verify and load a bundle (hashes of every file are checked before use). `backend`:
+        onnx, ort, executorch, coreml, or auto (what the bundle holds); see `open_image_encoder`."""
         t0 = time.perf_counter()
         bundle = BundleReader.open(bundle_dir)
-        target = bundle.target("image_encoder", "onnx")
-        encoder = OnnxImageEncoder(
-            bundle.read_bytes(target["file"]), threads, str(bundle.root / target["file"]["path"])
-        )
+        encoder, target = open_image_encoder(bundle, backend, quantization, threads)
         idx = bundle.manifest["index"]
         index = bundle.read_array(idx["vectors"]).astype(np.float32)
         texts = bundle.read_json(idx["texts"])
         if not isinstance(texts, list) or len(texts) != idx["count"]:
             raise BundleError(f"{bundle.root / idx['texts']['path']}: expected a list of {idx['count']} texts")
-        r = cls(bundle, encoder, index, texts)
+        r = cls(bundle, encoder, target, index, texts)
         r.timings_ms["load"] = (time.perf_counter() - t0) * 1e3
         return r
 

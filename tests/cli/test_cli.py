@@ -1,26 +1,9 @@
 """The console script, run as a user runs it: exit codes, one-line errors, JSON output."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 
-AMMKD = [sys.executable, "-m", "ammkd.cli.main"]
-
-
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*AMMKD, *args], capture_output=True, text=True, timeout=300, env=os.environ.copy())
-
-
-def assert_user_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr, proc.stderr
-    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-    text = " ".join(lines)
-    assert lines and text.startswith("error:"), proc.stderr
-    for n in needles:
-        assert n in text, proc.stderr
+from conftest import assert_user_error, run_cli as run
 
 
 def test_unknown_data_spec(tmp_path):

@@ -2,6 +2,7 @@
 described by the manifest with hashes, dtypes, sizes and the model's MACs."""
 
 import json
+import shutil
 
 import pytest
 from safetensors.torch import load_file, save_file
@@ -9,14 +10,6 @@ from safetensors.torch import load_file, save_file
 from ammkd.common.errors import ConfigError, ExportError
 from ammkd.export.bundle import ExportConfig, export_bundle
 from ammkd.export.bundle_format import BundleReader, validate_manifest
-
-
-@pytest.fixture(scope="module")
-def full_bundle(pipeline, tmp_path_factory):
-    out = tmp_path_factory.mktemp("targets") / "bundle"
-    # int8 of this tiny student misses its bounds (see the parity test), so keep what it gives
-    cfg = ExportConfig(target="all", quantize="none,int8", parity_images=8, calibration_images=16, allow_degraded=True)
-    return export_bundle(pipeline["student"], out, cfg)
 
 
 def test_every_target_and_quantization_is_in_the_manifest(full_bundle):
@@ -47,7 +40,8 @@ def test_every_target_and_quantization_is_in_the_manifest(full_bundle):
     assert bundle.target(fmt="onnx")["quantization"] == "none"  # the unquantized model comes first
 
 
-def test_a_bundle_of_another_model_is_kept_unless_overwrite(pipeline, full_bundle, tmp_path):
+def test_a_bundle_of_another_model_is_kept_unless_overwrite(pipeline, tmp_path):
+    bundle = shutil.copytree(pipeline["bundle"], tmp_path / "bundle")
     other = tmp_path / "other_student"
     other.mkdir()
     for f in pipeline["student"].iterdir():
@@ -56,14 +50,13 @@ def test_a_bundle_of_another_model_is_kept_unless_overwrite(pipeline, full_bundl
     weights = load_file(str(other / "student.safetensors"))
     nudged = {k: v + 0.01 if v.is_floating_point() else v for k, v in weights.items()}
     save_file(nudged, str(other / "student.safetensors"))
-    before = (full_bundle / "manifest.json").read_bytes()
+    before = (bundle / "manifest.json").read_bytes()
     with pytest.raises(ExportError, match="another model.*--overwrite"):
-        export_bundle(other, full_bundle, ExportConfig(parity_images=4))
-    assert (full_bundle / "manifest.json").read_bytes() == before  # untouched
-    export_bundle(other, full_bundle, ExportConfig(parity_images=4, overwrite=True))
+        export_bundle(other, bundle, ExportConfig(parity_images=4))
+    assert (bundle / "manifest.json").read_bytes() == before  # untouched
+    export_bundle(other, bundle, ExportConfig(parity_images=4, overwrite=True))
     assert (
-        json.loads((full_bundle / "manifest.json").read_text())["model"]["source"]
-        != json.loads(before)["model"]["source"]
+        json.loads((bundle / "manifest.json").read_text())["model"]["source"] != json.loads(before)["model"]["source"]
     )
 
 

@@ -1,0 +1,71 @@
+"""`ammkd verify`: the bundle's golden pairs through every backend present, as an app's self-test.
+
+For each golden pair: the source PNG, preprocessed from the manifest's input spec, must equal the
+stored input tensor; then each image encoder target (ONNX, ORT, ExecuTorch; Core ML on macOS)
+embeds the stored input, and its cosine to the stored PyTorch embedding and its top-k ids in the
+index are compared with the stored ones. Bounds are the export's parity bounds of the target's
+weight dtype; unquantized targets must also return the same top-1 text.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from ammkd.common.errors import AmmkdError
+from ammkd.export.bundle_format import BundleReader
+from ammkd.export.parity import min_cosine_for
+from ammkd.mobile_runtime.backends import open_image_encoder
+from ammkd.mobile_runtime.preprocess import preprocess
+from ammkd.mobile_runtime.search import topk
+
+PREPROCESS_TOLERANCE = 1e-6  # max abs difference of the Python preprocessing to the stored input
+
+
+def verify_bundle(bundle_dir, threads: int = 1) -> dict:
+    """-> {"preprocess": [...], "targets": [...], "ok": bool}; each row says what was compared."""
+    bundle = BundleReader.open(bundle_dir)
+    spec = bundle.input_spec
+    index = bundle.read_array(bundle.manifest["index"]["vectors"]).astype(np.float32)
+    golden = bundle.manifest["golden"]
+    inputs = np.concatenate([bundle.read_array(g["input"]).astype(np.float32) for g in golden])
+    expected = np.stack([bundle.read_array(g["embedding"]).astype(np.float32).reshape(-1) for g in golden])
+
+    pre_rows = []
+    for g, x in zip(golden, inputs):
+        diff = float(np.abs(preprocess(bundle.path(g["image"]), spec)[0] - x).max())
+        pre_rows.append({"image": g["image"]["path"], "max_abs_diff": diff, "ok": diff <= PREPROCESS_TOLERANCE})
+
+    rows = []
+    for t in bundle.manifest["targets"]:
+        name = f"{t['format']}/{t['quantization']}"
+        row = {"target": name, "dtype": t["dtype"]}
+        if t["format"] == "coreml" and sys.platform != "darwin":
+            rows.append(row | {"status": "skipped", "reason": f"Core ML runs only on macOS (this is {sys.platform})"})
+            continue
+        try:
+            encoder, _ = open_image_encoder(bundle, t["format"], t["quantization"], threads)
+            emb = encoder.embed(inputs)
+        except AmmkdError as e:
+            rows.append(row | {"status": "failed", "reason": str(e)})
+            continue
+        cos = (emb * expected).sum(1) / (np.linalg.norm(emb, axis=1) * np.linalg.norm(expected, axis=1))
+        k = len(golden[0]["topk_ids"])
+        got = [topk(e, index, k)[0].tolist() for e in emb]
+        top1 = float(np.mean([r[0] == g["topk_ids"][0] for r, g in zip(got, golden)]))
+        overlap = float(np.mean([len(set(r) & set(g["topk_ids"])) / k for r, g in zip(got, golden)]))
+        bound = min_cosine_for(t["dtype"])
+        ok = float(cos.min()) >= bound and (t["quantization"] != "none" or top1 == 1.0)
+        rows.append(
+            row
+            | {
+                "status": "ok" if ok else "failed",
+                "cosine_min": round(float(cos.min()), 6),
+                "cosine_bound": bound,
+                "top1_agreement": top1,
+                f"top{k}_overlap": round(overlap, 4),
+            }
+        )
+    ok = all(r["ok"] for r in pre_rows) and all(r["status"] != "failed" for r in rows)
+    return {"bundle": str(bundle.root), "golden": len(golden), "preprocess": pre_rows, "targets": rows, "ok": ok}

@@ -1,0 +1,79 @@
+"""`ammkd verify` and backend choice: the golden pairs through every runtime a bundle holds."""
+
+import json
+import shutil
+import sys
+
+import numpy as np
+import pytest
+from conftest import run_cli
+
+from ammkd.common.errors import BundleError, ConfigError
+from ammkd.common.files import sha256_file
+from ammkd.export.bundle_format import BundleReader
+from ammkd.mobile_runtime.backends import open_image_encoder
+from ammkd.mobile_runtime.retriever import Retriever
+from ammkd.mobile_runtime.verify import verify_bundle
+
+
+def test_verify_runs_every_backend_present(full_bundle):
+    report = verify_bundle(full_bundle)
+    rows = {r["target"]: r for r in report["targets"]}
+    manifest = BundleReader.open(full_bundle).manifest
+    assert set(rows) == {f"{t['format']}/{t['quantization']}" for t in manifest["targets"]}
+    assert all(p["ok"] and p["max_abs_diff"] <= 1e-6 for p in report["preprocess"])
+    for name in ("onnx/none", "ort/none", "executorch/none"):
+        assert rows[name]["status"] == "ok" and rows[name]["cosine_min"] >= 0.999, rows[name]
+        assert rows[name]["top1_agreement"] == 1.0
+    if sys.platform != "darwin":
+        assert rows["coreml/none"]["status"] == "skipped" and "macOS" in rows["coreml/none"]["reason"]
+    for r in rows.values():  # int8 may miss on this tiny student: the status follows its bound
+        if "cosine_min" in r:
+            exact_top1 = not r["target"].endswith("/none") or r["top1_agreement"] == 1.0
+            assert (r["status"] == "ok") == (r["cosine_min"] >= r["cosine_bound"] and exact_top1), r
+    assert report["ok"] == all(r["status"] != "failed" for r in rows.values())
+
+
+def _rewrite_golden_embedding(bundle, transform):
+    m = json.loads((bundle / "manifest.json").read_text())
+    entry = m["golden"][0]["embedding"]
+    p = bundle / entry["path"]
+    p.write_bytes(transform(np.frombuffer(p.read_bytes(), "<f4")).astype("<f4").tobytes())
+    entry["sha256"] = sha256_file(p)
+    (bundle / "manifest.json").write_text(json.dumps(m))
+
+
+def test_verify_fails_on_a_wrong_golden_output_and_the_command_exits_1(pipeline, tmp_path):
+    bundle = shutil.copytree(pipeline["bundle"], tmp_path / "bundle")
+    proc = run_cli("verify", "--bundle", str(bundle), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["ok"] is True
+    _rewrite_golden_embedding(bundle, lambda e: np.roll(e, 1))  # hashes re-signed: only the numbers are wrong
+    report = verify_bundle(bundle)
+    assert not report["ok"]
+    assert {r["target"]: r["status"] for r in report["targets"]} == {"onnx/none": "failed", "ort/none": "failed"}
+    proc = run_cli("verify", "--bundle", str(bundle))
+    assert proc.returncode == 1 and "verification failed" in proc.stdout
+
+
+def test_backend_choice(full_bundle, pipeline):
+    reader = BundleReader.open(full_bundle)
+    for backend in ("onnx", "ort", "executorch"):
+        encoder, target = open_image_encoder(reader, backend)
+        assert target["format"] == backend and target["quantization"] == "none"
+    _, target = open_image_encoder(reader, "executorch", "int8")
+    assert target["quantization"] == "int8"
+    assert open_image_encoder(reader)[1]["format"] == "onnx"  # auto: ONNX first
+    golden = reader.manifest["golden"][0]
+    image = reader.path(golden["image"])
+    a = Retriever.open(full_bundle, backend="executorch").top_texts(image, 5)
+    b = Retriever.open(full_bundle, backend="onnx").top_texts(image, 5)
+    assert [h.id for h in a] == [h.id for h in b] == golden["topk_ids"]
+    with pytest.raises(ConfigError, match="unknown backend 'tflite'"):
+        open_image_encoder(reader, "tflite")
+    only_onnx = BundleReader.open(pipeline["bundle"])
+    with pytest.raises(BundleError, match=r"no executorch image encoder .*has: \['onnx/none', 'ort/none'\]"):
+        open_image_encoder(only_onnx, "executorch")
+    if sys.platform != "darwin":
+        with pytest.raises(BundleError, match="Core ML runs only on macOS"):
+            open_image_encoder(reader, "coreml")
