@@ -19,9 +19,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from ammkd.common.files import atomic_write, atomic_write_json
-from ammkd.export.bundle import ExportConfig, export_bundle
+from ammkd.export.bundle import COREML_REFERENCE_IMAGES, ExportConfig, export_bundle
 from ammkd.export.bundle_format import BundleReader
+from ammkd.mobile_runtime.backends import OnnxImageEncoder
+from ammkd.mobile_runtime.latency import measure_latency
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,8 +35,20 @@ def _relative(path: Path) -> str:
     return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(path)
 
 
-def _rows(bundle: Path) -> list[dict]:
-    targets = BundleReader.open(bundle).manifest["targets"]
+def _latency_ms(bundle: BundleReader, target: dict) -> float | None:
+    """Median ms of one image through an ONNX/ORT artifact, one thread, with its session config."""
+    if target["format"] not in ("onnx", "ort"):
+        return None
+    enc = OnnxImageEncoder(bundle.path(target["file"]), threads=1, session_config=target.get("session_config"))
+    size = bundle.manifest["input"]["size"]
+    return measure_latency(enc.embed, np.random.default_rng(0).random((1, 3, size, size), np.float32), 20, 200)[
+        "median_ms"
+    ]
+
+
+def _rows(bundle_dir: Path) -> list[dict]:
+    bundle = BundleReader.open(bundle_dir)
+    targets = bundle.manifest["targets"]
     fp32 = {t["format"]: t["bytes"] for t in targets if t["quantization"] == "none"}
     return [
         {
@@ -44,6 +60,7 @@ def _rows(bundle: Path) -> list[dict]:
             "top1_agreement": t["parity"]["top1_agreement"],
             "evaluator": t["parity"]["evaluator"],
             "export_s": t["export_seconds"],
+            "ort_ms_1thread": _latency_ms(bundle, t),
         }
         for t in targets
     ]
@@ -55,6 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--name", required=True, help="results/export_<name>.{json,md}")
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench-export")
     ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--parity-images", type=int, default=256, help="held-out images per parity check")
     args = ap.parse_args(argv)
     out = args.runs / args.name
     shutil.rmtree(out, ignore_errors=True)
@@ -62,11 +80,17 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.time()
     export_bundle(args.model, out / "all-fp32", ExportConfig(target="all"))
     all_seconds = round(time.time() - t0, 1)
-    quant = ExportConfig(target="all", quantize="none,fp16,int8,int8-dynamic,palettize8", allow_degraded=True)
+    quant = ExportConfig(
+        target="all",
+        quantize="none,fp16,int8,int8-dynamic,int8-weights,palettize8",
+        parity_images=args.parity_images,
+        allow_degraded=True,
+    )
     export_bundle(args.model, out / "quantized", quant)
     rows = _rows(out / "quantized")
     manifest = BundleReader.open(out / "quantized").manifest
     int8 = next(r for r in rows if r["artifact"] == "onnx/int8")
+    weights = next(r for r in rows if r["artifact"] == "onnx/int8-weights")
     results = {
         "benchmark": "export",
         "model": _relative(args.model),
@@ -76,6 +100,8 @@ def main(argv: list[str] | None = None) -> dict:
         "target_all_fp32_seconds": all_seconds,
         "onnx_int8_vs_fp32_bytes": int8["vs_fp32"],
         "onnx_int8_top1_agreement": int8["top1_agreement"],
+        "onnx_int8_weights_vs_fp32_bytes": weights["vs_fp32"],
+        "onnx_int8_weights_top1_agreement": weights["top1_agreement"],
         "artifacts": rows,
         "parity_misses": manifest["parity_misses"],
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
@@ -86,20 +112,22 @@ def main(argv: list[str] | None = None) -> dict:
         "",
         f"{results['params'] / 1e6:.2f} M parameters, {results['macs_per_image'] / 1e6:.1f} M MACs per "
         f"{results['input_size']}px image. `--target all` (fp32, with parity checks) took "
-        f"**{all_seconds} s** on {os.cpu_count()} cores. ONNX int8 is **{int8['vs_fp32']:.0%}** of the fp32 "
-        f"ONNX size with top-1 agreement **{int8['top1_agreement']:.0%}**.",
+        f"**{all_seconds} s** on {os.cpu_count()} cores. ONNX int8 (static, int8 weights and activations) is "
+        f"**{int8['vs_fp32']:.0%}** of the fp32 ONNX size with top-1 agreement **{int8['top1_agreement']:.0%}**; "
+        f"ONNX int8-weights (weight-only) is **{weights['vs_fp32']:.0%}** with **{weights['top1_agreement']:.0%}**.",
         "",
-        "| artifact | weights | bytes | vs fp32 | cosine min | top-1 agreement | export s |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| artifact | weights | bytes | vs fp32 | cosine min | top-1 agreement | export s | ORT ms (1 thread) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
         *[
             f"| {r['artifact']} | {r['weights']} | {r['bytes']:,} | {r['vs_fp32']} | {r['cosine_min']:.4f} | "
-            f"{r['top1_agreement']:.2f} | {r['export_s']} |"
+            f"{r['top1_agreement']:.2f} | {r['export_s']} | {r['ort_ms_1thread'] or ''} |"
             for r in rows
         ],
         "",
         "Parity is measured against PyTorch on held-out images (Core ML off macOS: the saved MIL program "
-        "evaluated in PyTorch). Misses of the default bounds: "
-        + ("; ".join(m.strip() for m in results["parity_misses"]) or "none"),
+        f"evaluated in PyTorch, on {COREML_REFERENCE_IMAGES} images), {args.parity_images} held-out images elsewhere. "
+        "ORT ms: median of 200 runs, batch 1, one thread, with the target's session config. "
+        "Misses of the default bounds: " + ("; ".join(m.strip() for m in results["parity_misses"]) or "none"),
         "",
         f"Command: `{results['command']}`",
         "",

@@ -154,7 +154,7 @@ def export(
     out_dir: Path = typer.Option(..., "--out", help="Bundle folder to write."),
     target: str = typer.Option("onnx", help="onnx|executorch|coreml|all, or a comma-separated list."),
     quantize: str = typer.Option(
-        "none", help="none|fp16|int8|int8-dynamic|palettize4|palettize8, or a comma-separated list."
+        "none", help="none|fp16|int8|int8-dynamic|int8-weights|palettize4|palettize8, or a comma-separated list."
     ),
     dynamic_batch: bool = typer.Option(False, help="ONNX: symbolic batch dimension instead of batch 1."),
     calibration_images: Optional[int] = typer.Option(None, help="Training images for int8 calibration (64)."),

@@ -29,6 +29,7 @@ from ammkd.export.bundle_format import MANIFEST, InputSpec, file_entry, write_ar
 from ammkd.export.onnx_export import (
     INPUT_NAME,
     OUTPUT_NAME,
+    SESSION_CONFIG,
     convert_to_ort,
     export_onnx,
     mobile_usability,
@@ -40,9 +41,9 @@ from ammkd.mobile_runtime.preprocess import to_uint8_chw, uint8_to_input
 from ammkd.mobile_runtime.search import topk
 
 TARGETS = ("onnx", "executorch", "coreml")
-QUANTIZATIONS = ("none", "fp16", "int8", "int8-dynamic", "palettize4", "palettize8")
+QUANTIZATIONS = ("none", "fp16", "int8", "int8-dynamic", "int8-weights", "palettize4", "palettize8")
 SUPPORTED = {  # target -> the quantizations it offers
-    "onnx": ("none", "fp16", "int8", "int8-dynamic"),
+    "onnx": ("none", "fp16", "int8", "int8-dynamic", "int8-weights"),
     "executorch": ("none", "int8"),
     "coreml": ("none", "fp16", "int8", "palettize4", "palettize8"),
 }
@@ -140,7 +141,7 @@ def macs_per_image(model: torch.nn.Module, size: int) -> int:
 
 
 def _weight_dtype(target: str, quant: str, cfg: ExportConfig) -> str:
-    if quant in ("int8", "int8-dynamic"):
+    if quant.startswith("int8"):
         return "int8"
     if quant.startswith("palettize"):
         return "palettized" + quant.removeprefix("palettize")
@@ -170,11 +171,11 @@ def _export_one(student, spec, target: str, quant: str, tmp: Path, cfg: ExportCo
     return rel, info
 
 
-def _embed(fmt: str, path: Path, x: np.ndarray, u8: np.ndarray) -> tuple[np.ndarray, str]:
+def _embed(fmt: str, path: Path, x: np.ndarray, u8: np.ndarray, quant: str) -> tuple[np.ndarray, str]:
     """Embeddings of an artifact on this host (float32 input x, or uint8 pixels u8 for Core ML's
     image input) and the name of what computed them."""
     if fmt in ("onnx", "ort"):
-        return OnnxImageEncoder(path).embed(x), "onnxruntime"
+        return OnnxImageEncoder(path, session_config=SESSION_CONFIG.get(quant)).embed(x), "onnxruntime"
     if fmt == "executorch":
         from ammkd.mobile_runtime.backends import ExecuTorchImageEncoder
 
@@ -254,13 +255,15 @@ def export_bundle(model_dir: str | Path, out: str | Path, cfg: ExportConfig | No
                 artifacts.append(("ort", ort_file.name))
             dtype = _weight_dtype(target, quant, cfg)
             for fmt, path in artifacts:
-                emb, evaluator = _embed(fmt, tmp / path, x, u8)
+                emb, evaluator = _embed(fmt, tmp / path, x, u8, quant)
                 n = len(emb)
                 par = parity(torch_emb[:n], emb, index16, cfg.topk, captions[:n]) | {"evaluator": evaluator}
                 results[f"{fmt}/{quant}"] = (dtype, par)
                 entry = {"role": "image_encoder", "format": fmt, **_entries(tmp, path), "dtype": dtype}
                 entry |= {"quantization": quant, "batch": "dynamic" if cfg.dynamic_batch and fmt != "coreml" else 1}
                 entry |= {"input_name": INPUT_NAME, "output_name": OUTPUT_NAME, "parity": par, "details": info}
+                if fmt in ("onnx", "ort") and quant in SESSION_CONFIG:
+                    entry["session_config"] = SESSION_CONFIG[quant]
                 files = entry["package"]["files"] if "package" in entry else [entry["file"]]
                 entry["bytes"] = sum(f["bytes"] for f in files)
                 entry["export_seconds"] = round(time.time() - t0, 1)

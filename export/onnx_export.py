@@ -21,7 +21,11 @@ from ammkd.common.quiet import quiet
 INPUT_NAME = "image"
 OUTPUT_NAME = "embedding"
 MIN_OPSET = 17
-ONNX_QUANTIZATIONS = ("none", "fp16", "int8", "int8-dynamic")
+ONNX_QUANTIZATIONS = ("none", "fp16", "int8", "int8-dynamic", "int8-weights")
+# ONNX Runtime session config a target needs: weight-only int8 is folded back to float weights at
+# load (instead of dequantized on every run) only with QDQ fusion off. ORT-format files skip that
+# folding at load, so their int8-weights variant dequantizes on every run (slower, same results).
+SESSION_CONFIG = {"int8-weights": {"session.disable_quant_qdq": "1"}}
 # Ops quantized by default: the matrix products. LayerNorm, Softmax, residual Adds and the
 # activations stay float (they are what breaks ViT int8 accuracy); `quantize_all_ops` opts in.
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
@@ -64,8 +68,11 @@ def quantize_onnx(
       fp16          weights and activations fp16, inputs and outputs kept float32;
       int8          static QDQ: int8 per-channel symmetric weights, uint8 activations calibrated
                     (min-max) on `calibration` (N, 3, S, S) float32 in [0, 1], real images;
-      int8-dynamic  int8 weights, activations quantized at run time (no calibration).
-    Only QUANTIZED_OPS are quantized unless `quantize_all_ops`."""
+      int8-dynamic  int8 weights, activations quantized at run time (no calibration);
+      int8-weights  weight-only: int8 per-channel symmetric weights dequantized in the graph,
+                    float activations (`quantize_weights_only`; the size of int8, the accuracy
+                    of float; compute stays float, like Core ML's linear weight quantization).
+    Only QUANTIZED_OPS are quantized unless `quantize_all_ops` (which int8-weights ignores)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -90,6 +97,11 @@ def quantize_onnx(
                 return dst
             pre = Path(tmp) / "pre.onnx"
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+            if mode == "int8-weights":
+                import onnx
+
+                onnx.save(quantize_weights_only(onnx.load(str(pre))), str(dst))
+                return dst
             if mode == "int8-dynamic":
                 quantize_dynamic(
                     str(pre), str(dst), per_channel=True, weight_type=QuantType.QUInt8, op_types_to_quantize=ops
@@ -120,6 +132,79 @@ def quantize_onnx(
         except Exception as e:  # the quantizers raise many types
             raise ExportError(f"ONNX {mode} quantization of {src.name} failed: {type(e).__name__}: {e}") from e
     return dst
+
+
+def quantize_weights_only(model, min_elements: int = 64):
+    """ModelProto -> the same graph with the weights of Conv, Gemm and MatMul stored as int8.
+
+    Each float weight initializer (at least `min_elements` values, read only by those ops) becomes
+    int8 values + one float32 scale per output channel (symmetric, max |w| / 127) behind a
+    DequantizeLinear node (opset >= 13, `axis` = the output-channel axis), so the consumers see
+    the original float tensor. Activations are untouched."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    readers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+
+    def out_axis(node, ndim: int) -> int | None:
+        if node.op_type == "Conv":
+            return 0
+        if node.op_type == "Gemm":
+            trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+            return 0 if trans_b else 1
+        return ndim - 1 if node.op_type == "MatMul" and ndim == 2 else None
+
+    new_nodes, dropped = [], set()
+    for name, init in inits.items():
+        users = readers.get(name, [])
+        if not users or any(u.op_type not in QUANTIZED_OPS or list(u.input).index(name) != 1 for u in users):
+            continue
+        w = numpy_helper.to_array(init)
+        axes = {out_axis(u, w.ndim) for u in users}
+        if w.dtype != np.float32 or w.size < min_elements or len(axes) != 1 or None in axes:
+            continue
+        axis = axes.pop()
+        reduce = tuple(d for d in range(w.ndim) if d != axis)
+        scale = (np.abs(w).max(axis=reduce) / 127.0).astype(np.float32)
+        scale[scale == 0] = 1.0
+        shape = [1] * w.ndim
+        shape[axis] = -1
+        q = np.clip(np.rint(w / scale.reshape(shape)), -127, 127).astype(np.int8)
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(q, f"{name}_int8"),
+                numpy_helper.from_array(scale, f"{name}_scale"),
+                numpy_helper.from_array(np.zeros_like(scale, dtype=np.int8), f"{name}_zero_point"),
+            ]
+        )
+        new_nodes.append(
+            helper.make_node(
+                "DequantizeLinear",
+                [f"{name}_int8", f"{name}_scale", f"{name}_zero_point"],
+                [name],
+                name=f"{name}_dequantize",
+                axis=axis,
+            )
+        )
+        dropped.add(name)
+    kept = [i for i in graph.initializer if i.name not in dropped]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    nodes = new_nodes + list(graph.node)  # the dequantizers first: a valid topological order
+    del graph.node[:]
+    graph.node.extend(nodes)
+    opset = next(o for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    if opset.version < 13:
+        raise ExportError(
+            f"weight-only int8 needs opset >= 13 (per-axis DequantizeLinear); the model has {opset.version}"
+        )
+    onnx.checker.check_model(model)
+    return model
 
 
 def convert_to_ort(src: Path, dst: Path, basic: bool = False) -> Path:

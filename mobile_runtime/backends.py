@@ -44,11 +44,20 @@ class ImageEncoder:
 class OnnxImageEncoder(ImageEncoder):
     """ONNX Runtime on the CPU, threads pinned (latency is measured per thread count)."""
 
-    def __init__(self, model: str | Path | bytes, threads: int = 1, name: str = "image encoder"):
-        """`model`: a path, or the model's bytes (as read and hash-checked from a bundle)."""
+    def __init__(
+        self,
+        model: str | Path | bytes,
+        threads: int = 1,
+        name: str = "image encoder",
+        session_config: dict[str, str] | None = None,
+    ):
+        """`model`: a path, or the model's bytes (as read and hash-checked from a bundle);
+        `session_config`: the target's ONNX Runtime config entries (manifest `session_config`)."""
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
+        for key, value in (session_config or {}).items():
+            opts.add_session_config_entry(key, value)
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
@@ -220,4 +229,4 @@ def open_image_encoder(
     data = bundle.read_bytes(target["file"])
     if backend == "executorch":
         return ExecuTorchImageEncoder(data, threads, where), target
-    return OnnxImageEncoder(data, threads, where), target
+    return OnnxImageEncoder(data, threads, where, target.get("session_config")), target

@@ -12,8 +12,8 @@ from PIL import Image
 from ammkd.common.errors import BundleError
 from ammkd.export.bundle_format import BundleReader
 from ammkd.mobile_runtime.backends import ImageEncoder, open_image_encoder
+from ammkd.mobile_runtime.index import APPROX_THRESHOLD, ExactIndex, FaissIndex
 from ammkd.mobile_runtime.preprocess import preprocess
-from ammkd.mobile_runtime.search import topk
 
 
 @dataclass
@@ -32,14 +32,22 @@ class Retriever:
     target: dict  # the manifest entry of the encoder in use
     index: np.ndarray  # (N, D) float32, decoded once from the fp16 file
     texts: list[str]
+    searcher: ExactIndex | FaissIndex
     timings_ms: dict = field(default_factory=dict)
 
     @classmethod
     def open(
-        cls, bundle_dir: str | Path, threads: int = 1, backend: str = "auto", quantization: str | None = None
+        cls,
+        bundle_dir: str | Path,
+        threads: int = 1,
+        backend: str = "auto",
+        quantization: str | None = None,
+        search: str = "auto",
     ) -> "Retriever":
         """Verify and load a bundle (hashes of every file are checked before use). `backend`:
-        onnx, ort, executorch, coreml, or auto (what the bundle holds); see `open_image_encoder`."""
+        onnx, ort, executorch, coreml, or auto (what the bundle holds); see `open_image_encoder`.
+        `search`: exact (the apps' NumPy scan), a faiss kind (flat, hnsw, ivf), or auto: exact
+        below `index.APPROX_THRESHOLD` texts, faiss HNSW above."""
         t0 = time.perf_counter()
         bundle = BundleReader.open(bundle_dir)
         encoder, target = open_image_encoder(bundle, backend, quantization, threads)
@@ -48,7 +56,11 @@ class Retriever:
         texts = bundle.read_json(idx["texts"])
         if not isinstance(texts, list) or len(texts) != idx["count"]:
             raise BundleError(f"{bundle.root / idx['texts']['path']}: expected a list of {idx['count']} texts")
-        r = cls(bundle, encoder, target, index, texts)
+        if search == "exact" or (search == "auto" and len(index) < APPROX_THRESHOLD):
+            searcher = ExactIndex(index)
+        else:
+            searcher = FaissIndex(index, search, threads=threads)
+        r = cls(bundle, encoder, target, index, texts, searcher)
         r.timings_ms["load"] = (time.perf_counter() - t0) * 1e3
         return r
 
@@ -64,9 +76,9 @@ class Retriever:
 
     def search_embedding(self, emb: np.ndarray, k: int = 5) -> list[Hit]:
         t0 = time.perf_counter()
-        ids, scores = topk(emb, self.index, k)
+        ids, scores = (a[0] for a in self.searcher.search(emb, k))
         self.timings_ms["search"] = (time.perf_counter() - t0) * 1e3
-        return [Hit(int(i), self.texts[i], float(s)) for i, s in zip(ids, scores)]
+        return [Hit(int(i), self.texts[i], float(s)) for i, s in zip(ids, scores) if i >= 0]
 
     def top_texts(self, image, k: int = 5) -> list[Hit]:
         return self.search_embedding(self.embed(image), k)

@@ -36,6 +36,16 @@ def _isolated_cache(tmp_path_factory):
     os.environ["AMMKD_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _executorch_one_thread():
+    """ExecuTorch's thread pool is process-wide and fixed once a program loads; the runtime's
+    default (threads=1, as on the command line) must match it in every test of this process."""
+    import executorch.extension.pybindings.portable_lib as et_lib
+
+    if et_lib._threadpool_get_thread_count() != 1:
+        et_lib._unsafe_reset_threadpool(1)
+
+
 @pytest.fixture(scope="session")
 def pipeline(tmp_path_factory) -> dict[str, Path]:
     """Two teachers trained a few steps, an adaptive student, and its ONNX bundle."""

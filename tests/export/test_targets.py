@@ -4,6 +4,7 @@ described by the manifest with hashes, dtypes, sizes and the model's MACs."""
 import json
 import shutil
 
+import numpy as np
 import pytest
 from safetensors.torch import load_file, save_file
 
@@ -87,3 +88,25 @@ def test_a_student_folder_without_weights_is_refused(pipeline, tmp_path):
             (broken / f.name).write_bytes(f.read_bytes())
     with pytest.raises(ConfigError, match="student.safetensors: missing"):
         export_bundle(broken, tmp_path / "b")
+
+
+def test_weight_only_int8_is_int8_sized_with_float_accuracy(pipeline, tmp_path):
+    import onnx
+
+    cfg = ExportConfig(quantize="none,int8-weights", parity_images=32, allow_degraded=True)
+    bundle = BundleReader.open(export_bundle(pipeline["student"], tmp_path / "b", cfg))
+    onnx_targets = {t["quantization"]: t for t in bundle.manifest["targets"] if t["format"] == "onnx"}
+    fp32, w8 = onnx_targets["none"], onnx_targets["int8-weights"]
+    assert w8["dtype"] == "int8" and w8["session_config"] == {"session.disable_quant_qdq": "1"}
+    assert w8["bytes"] < 0.32 * fp32["bytes"], (w8["bytes"], fp32["bytes"])
+    assert w8["parity"]["cosine_min"] >= 0.995 and w8["parity"]["top1_agreement"] >= 0.8  # 30 near-tied images
+    graph = onnx.load(str(bundle.path(w8["file"]))).graph
+    inits = {i.name: i for i in graph.initializer}
+    weights = [n.input[1] for n in graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
+    dequantized = {n.output[0]: n for n in graph.node if n.op_type == "DequantizeLinear"}
+    stored_int8 = [w for w in weights if w in dequantized and inits[dequantized[w].input[0]].data_type == 3]
+    assert len(stored_int8) >= 0.9 * len(weights)  # all but the smallest (< 64 values) weights are int8
+    assert not any(
+        w in inits and inits[w].data_type == 1 and len(inits[w].dims) > 1 and int(np.prod(inits[w].dims)) >= 64
+        for w in weights
+    )

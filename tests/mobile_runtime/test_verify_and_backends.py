@@ -77,3 +77,12 @@ def test_backend_choice(full_bundle, pipeline):
     if sys.platform != "darwin":
         with pytest.raises(BundleError, match="Core ML runs only on macOS"):
             open_image_encoder(reader, "coreml")
+
+
+def test_retriever_search_kinds_agree_with_the_exact_scan(pipeline):
+    reader = BundleReader.open(pipeline["bundle"])
+    image = reader.path(reader.manifest["golden"][0]["image"])
+    exact = [h.id for h in Retriever.open(pipeline["bundle"], search="exact").top_texts(image, 5)]
+    assert exact == reader.manifest["golden"][0]["topk_ids"]
+    for kind in ("auto", "flat", "hnsw"):
+        assert [h.id for h in Retriever.open(pipeline["bundle"], search=kind).top_texts(image, 5)] == exact, kind
