@@ -331,6 +331,48 @@ def verify(
 
 
 @app.command()
+def bench(
+    bundle: Path = typer.Option(..., help="Bundle folder."),
+    threads: int = typer.Option(1, min=1, help="Threads per runtime (pinned, reported)."),
+    runs: int = typer.Option(50, min=1, help="Timed runs per target after warm-up."),
+    warmup: int = typer.Option(10, min=0),
+    batch: int = typer.Option(8, min=1, help="Batch for throughput (targets with a dynamic batch)."),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Load time, batch-1 latency, peak memory and throughput of every target; index search time."""
+    from ammkd.mobile_runtime.bench import bench_bundle
+
+    r = bench_bundle(bundle, threads, warmup, runs, batch)
+    if as_json:
+        print(json.dumps(r))
+        return
+    table = Table(title=f"{r['model']} ({r['input_size']} px), {threads} thread(s), {runs} runs after {warmup} warm-up")
+    for col in ("target", "load ms", "median ms", "p90 ms", "min ms", "max ms", "images/s (batch)", "peak RSS MB"):
+        table.add_column(col, justify="left" if col == "target" else "right")
+    for t in r["targets"]:
+        if t["status"] != "ok":
+            table.add_row(t["target"], f"{t['status']}: {t['reason']}", *[""] * 6)
+            continue
+        lat = t["latency"]
+        table.add_row(
+            t["target"],
+            f"{t['load_ms']:.1f}",
+            f"{lat['median_ms']:.3f}",
+            f"{lat['p90_ms']:.3f}",
+            f"{lat['min_ms']:.3f}",
+            f"{lat['max_ms']:.3f}",
+            f"{t['throughput_ips']:.0f} ({t['throughput_batch']})",
+            f"{t['peak_rss_mb']:.0f}",
+        )
+    out.print(table)
+    s = r["index_search"]
+    out.print(
+        f"index search (exact, NumPy): top-{s['k']} of {s['count']:,} x {s['dim']} in "
+        f"{s['exact_numpy']['median_ms']:.3f} ms median (p90 {s['exact_numpy']['p90_ms']:.3f})"
+    )
+
+
+@app.command()
 def demo(
     preset: str = typer.Option("default", help="smoke (< 3 min) or default (< 15 min on 2 cores)."),
     out_dir: Path = typer.Option(Path("runs/demo"), "--out", help="Run folder."),

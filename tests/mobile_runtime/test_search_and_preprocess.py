@@ -49,3 +49,13 @@ def test_ties_at_the_cut_resolve_by_id():
     m = np.diag(scores)  # query of ones: score of row i is scores[i]
     ids, _ = topk(np.ones(6, np.float32), m, 3)
     assert ids.tolist() == [1, 0, 2]
+
+
+def test_rgba_buffer_is_composited_and_matches_rgb_when_opaque():
+    spec = InputSpec(size=16)
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    opaque = np.concatenate([rgb, np.full((20, 30, 1), 255, np.uint8)], axis=2)
+    assert np.array_equal(preprocess(opaque, spec), preprocess(rgb, spec))
+    clear = np.concatenate([rgb, np.zeros((20, 30, 1), np.uint8)], axis=2)
+    assert np.allclose(preprocess(clear, spec), 1.0)  # fully transparent pixels are composited over white
