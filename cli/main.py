@@ -160,6 +160,9 @@ def export(
     calibration_images: Optional[int] = typer.Option(None, help="Training images for int8 calibration (64)."),
     coreml_precision: Optional[str] = typer.Option(None, help="Core ML compute precision: fp16|fp32."),
     coreml_min_target: Optional[str] = typer.Option(None, help="Core ML deployment target: iOS16|iOS17|iOS18."),
+    executorch_delegate: Optional[str] = typer.Option(
+        None, help="ExecuTorch delegate: xnnpack (CPU, Android and iOS) or coreml (iOS/macOS; fp16)."
+    ),
     allow_degraded: bool = typer.Option(False, help="Keep artifacts that miss the parity bounds."),
     overwrite: bool = typer.Option(False, help="Replace a bundle of another model at --out."),
     config: Optional[Path] = typer.Option(None, help="YAML/TOML/JSON ExportConfig; options override it."),
@@ -178,6 +181,7 @@ def export(
         calibration_images=calibration_images,
         coreml_precision=coreml_precision,
         coreml_min_target=coreml_min_target,
+        executorch_delegate=executorch_delegate,
         allow_degraded=allow_degraded or None,
         overwrite=overwrite or None,
     )

@@ -36,7 +36,7 @@ from ammkd.export.onnx_export import (
     quantize_onnx,
 )
 from ammkd.export.parity import gate, parity
-from ammkd.mobile_runtime.backends import OnnxImageEncoder
+from ammkd.mobile_runtime.backends import OnnxImageEncoder, why_not_runnable_here
 from ammkd.mobile_runtime.preprocess import to_uint8_chw, uint8_to_input
 from ammkd.mobile_runtime.search import topk
 
@@ -62,6 +62,7 @@ class ExportConfig:
     calibration_images: int = 64  # real training images for static int8 calibration
     coreml_precision: str = "fp16"
     coreml_min_target: str = "iOS16"
+    executorch_delegate: str = "xnnpack"  # xnnpack (Android and iOS CPUs) or coreml (iOS/macOS only)
     data: str | None = None  # held-out images for parity; default: the student's data, val split
     parity_images: int = 64
     min_cosine: float | None = None  # None: the per-dtype bound of parity.MIN_COSINE
@@ -82,14 +83,24 @@ class ExportConfig:
         """The (target, quantization) pairs to export, fp32 first. A quantization that one asked
         target lacks is skipped for it, but each must be offered by at least one of them."""
         self.validate()
-        pairs = [(t, q) for q in self.quantizations() for t in self.targets() if q in SUPPORTED[t]]
+        pairs = [(t, q) for q in self.quantizations() for t in self.targets() if q in self.supported(t)]
         for q in self.quantizations():
             if not any(p[1] == q for p in pairs):
-                offer = [t for t in TARGETS if q in SUPPORTED[t]]
+                offer = [t for t in TARGETS if q in self.supported(t)]
                 raise ConfigError(f"export: {q!r} is not offered by {self.target}; targets with it: {offer}")
         return pairs
 
+    def supported(self, target: str) -> tuple[str, ...]:
+        """The quantizations `target` offers (ExecuTorch's Core ML delegate: none, it computes in fp16)."""
+        return ("none",) if target == "executorch" and self.executorch_delegate == "coreml" else SUPPORTED[target]
+
     def validate(self) -> None:
+        from ammkd.export.executorch_export import DELEGATES
+
+        if self.executorch_delegate not in DELEGATES:
+            raise ConfigError(
+                f"export: unknown ExecuTorch delegate {self.executorch_delegate!r}; use one of {DELEGATES}"
+            )
         for t in self.targets() or [""]:
             if t not in TARGETS:
                 raise ConfigError(f"export: unknown target {t!r}; use one of {list(TARGETS) + ['all']}")
@@ -147,6 +158,8 @@ def _weight_dtype(target: str, quant: str, cfg: ExportConfig) -> str:
         return "palettized" + quant.removeprefix("palettize")
     if quant == "fp16" or (target == "coreml" and cfg.coreml_precision == "fp16"):
         return "float16"
+    if target == "executorch" and cfg.executorch_delegate == "coreml":
+        return "float16"
     return "float32"
 
 
@@ -164,7 +177,10 @@ def _export_one(student, spec, target: str, quant: str, tmp: Path, cfg: ExportCo
     if target == "executorch":
         from ammkd.export.executorch_export import export_executorch
 
-        return rel, export_executorch(student, spec.size, path, quant, calib() if quant == "int8" else None)
+        calibration = calib() if quant == "int8" else None
+        return rel, export_executorch(
+            student, spec.size, path, quant, calibration, cfg.executorch_delegate, cfg.coreml_min_target
+        )
     from ammkd.export.coreml_export import export_coreml
 
     info = export_coreml(student, spec, path, quant, cfg.coreml_precision, cfg.coreml_min_target)
@@ -255,9 +271,13 @@ def export_bundle(model_dir: str | Path, out: str | Path, cfg: ExportConfig | No
                 artifacts.append(("ort", ort_file.name))
             dtype = _weight_dtype(target, quant, cfg)
             for fmt, path in artifacts:
-                emb, evaluator = _embed(fmt, tmp / path, x, u8, quant)
-                n = len(emb)
-                par = parity(torch_emb[:n], emb, index16, cfg.topk, captions[:n]) | {"evaluator": evaluator}
+                skip = why_not_runnable_here({"format": fmt, "details": info}) if fmt == "executorch" else None
+                if skip:  # nothing on this host runs it (Core ML off macOS has its reference evaluator)
+                    par = {"skipped": skip}
+                else:
+                    emb, evaluator = _embed(fmt, tmp / path, x, u8, quant)
+                    n = len(emb)
+                    par = parity(torch_emb[:n], emb, index16, cfg.topk, captions[:n]) | {"evaluator": evaluator}
                 results[f"{fmt}/{quant}"] = (dtype, par)
                 entry = {"role": "image_encoder", "format": fmt, **_entries(tmp, path), "dtype": dtype}
                 entry |= {"quantization": quant, "batch": "dynamic" if cfg.dynamic_batch and fmt != "coreml" else 1}

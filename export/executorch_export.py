@@ -1,4 +1,6 @@
-"""Student image encoder -> ExecuTorch `.pte` for the XNNPACK backend (fp32, or int8 by PT2E static quantization)."""
+"""Student image encoder -> ExecuTorch `.pte`, delegated to XNNPACK (fp32, or int8 by PT2E static
+quantization; Android and iOS CPUs) or to Core ML (fp16 compute; iOS/macOS only, where ExecuTorch's
+Core ML backend hands the subgraph to Core ML and its Neural Engine)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from ammkd.common.files import atomic_write_bytes
 from ammkd.common.quiet import quiet
 
 EXECUTORCH_QUANTIZATIONS = ("none", "int8")
-BACKEND = "xnnpack"
+DELEGATES = ("xnnpack", "coreml")
 _CHATTY_LOGGERS = ("executorch", "torchao", "torch.export", "torch._export", "torch.utils._pytree", "torch.fx")
 
 
@@ -30,8 +32,10 @@ def export_executorch(
     path: Path,
     quantize: str = "none",
     calibration: np.ndarray | None = None,
+    delegate: str = "xnnpack",
+    coreml_min_target: str = "iOS16",
 ) -> dict:
-    """Lower `model` to an XNNPACK-delegated ExecuTorch program and write it atomically to `path`.
+    """Lower `model` to an ExecuTorch program delegated to `delegate` and write it atomically to `path`.
 
     The program takes one float32 image (1, 3, image_size, image_size), RGB in [0, 1], and returns the
     L2-normalised embedding (1, D) float32 (normalisation and L2-norm are inside the model).
@@ -45,29 +49,32 @@ def export_executorch(
         raise ConfigError(
             f"ExecuTorch quantization {quantize!r} is not supported; use one of: {', '.join(EXECUTORCH_QUANTIZATIONS)}"
         )
+    if delegate not in DELEGATES:
+        raise ConfigError(f"ExecuTorch delegate {delegate!r} is not supported; use one of: {', '.join(DELEGATES)}")
+    if delegate == "coreml" and quantize != "none":
+        raise ConfigError("ExecuTorch with the Core ML delegate: only --quantize none (Core ML computes in fp16)")
     if quantize == "int8":
         calibration = _check_calibration(calibration, image_size)
     model = model.eval()
     example = (torch.rand(1, 3, image_size, image_size),)
     try:
         with quiet_exporters(), torch.no_grad():
-            from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
             from executorch.exir import to_edge_transform_and_lower
             from executorch.exir.passes.constant_prop_pass import constant_prop_pass
 
             if quantize == "int8":
                 model = _quantize_int8(model, example, calibration)
             program = torch.export.export(model, example, strict=False)
-            edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+            edge = to_edge_transform_and_lower(program, partitioner=[_partitioner(delegate, coreml_min_target)])
             # Fold (in place) the scalar constants that edge lowering materialises with a copy op each
             # (hardswish's 3 and 6): left alone they run outside the delegate, as portable ops, on every call.
             constant_prop_pass(edge.exported_program())
-            info = _delegation_info(edge.exported_program().graph_module)
+            info = _delegation_info(edge.exported_program().graph_module, delegate)
             pte = edge.to_executorch().buffer
     except Exception as e:  # torch.export / exir raise many types; the message names the failing op
-        raise ExportError(f"ExecuTorch export ({BACKEND}, {quantize}) failed: {type(e).__name__}: {e}") from e
+        raise ExportError(f"ExecuTorch export ({delegate}, {quantize}) failed: {type(e).__name__}: {e}") from e
     if info["delegated_ops"] == 0:
-        raise ExportError(f"ExecuTorch export ({BACKEND}, {quantize}): the XNNPACK partitioner delegated no ops")
+        raise ExportError(f"ExecuTorch export ({delegate}, {quantize}): the {delegate} partitioner delegated no ops")
     atomic_write_bytes(path, pte)
     return info
 
@@ -106,7 +113,26 @@ def _op_name(target) -> str:
     return name.replace("::", ".")
 
 
-def _delegation_info(graph_module: torch.fx.GraphModule) -> dict:
+def _partitioner(delegate: str, coreml_min_target: str):
+    if delegate == "xnnpack":
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+        return XnnpackPartitioner()
+    from executorch.backends.apple.coreml.compiler import CoreMLBackend
+    from executorch.backends.apple.coreml.partition import CoreMLPartitioner
+
+    from ammkd.export.coreml_export import COREML_TARGETS, coremltools_quietly
+
+    if coreml_min_target not in COREML_TARGETS:
+        raise ConfigError(f"Core ML deployment target {coreml_min_target!r} unknown; use one of {list(COREML_TARGETS)}")
+    ct = coremltools_quietly()
+    specs = CoreMLBackend.generate_compile_specs(
+        minimum_deployment_target=getattr(ct.target, coreml_min_target), compute_precision=ct.precision.FLOAT16
+    )
+    return CoreMLPartitioner(compile_specs=specs)
+
+
+def _delegation_info(graph_module: torch.fx.GraphModule, delegate: str) -> dict:
     """Count the ops inside the backend delegates vs those left to ExecuTorch's portable kernels."""
     delegates, delegated, outside = [], 0, Counter()
     for node in graph_module.graph.nodes:
@@ -122,7 +148,7 @@ def _delegation_info(graph_module: torch.fx.GraphModule) -> dict:
             if node.target is not torch.ops.higher_order.executorch_call_delegate:
                 outside[_op_name(node.target)] += 1
     return {
-        "backend": BACKEND,
+        "backend": delegate,
         "delegated_ops": delegated,
         "portable_ops": sum(outside.values()),
         "ops_outside_delegate": dict(sorted(outside.items())),

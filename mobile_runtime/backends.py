@@ -191,6 +191,18 @@ class CoreMLImageEncoder(ImageEncoder):
 BACKENDS = ("onnx", "ort", "executorch", "coreml")  # each the manifest `format` it runs
 
 
+def why_not_runnable_here(target: dict) -> str | None:
+    """Why this host cannot run a manifest target (Core ML, or ExecuTorch delegated to Core ML,
+    off macOS), or None if it can."""
+    if sys.platform == "darwin":
+        return None
+    if target["format"] == "coreml":
+        return f"Core ML runs only on macOS/iOS (this is {sys.platform})"
+    if target["format"] == "executorch" and "CoreMLBackend" in target.get("details", {}).get("delegates", []):
+        return f"ExecuTorch's Core ML delegate runs only on macOS/iOS (this is {sys.platform})"
+    return None
+
+
 def open_image_encoder(
     bundle: BundleReader, backend: str = "auto", quantization: str | None = None, threads: int = 1
 ) -> tuple[ImageEncoder, dict]:
@@ -199,10 +211,11 @@ def open_image_encoder(
     hash-checked before the runtime sees it. `quantization`: None takes the unquantized target."""
     if backend not in ("auto", *BACKENDS):
         raise ConfigError(f"unknown backend {backend!r}; use auto or one of {list(BACKENDS)}")
-    formats = {t["format"] for t in bundle.manifest["targets"] if t["role"] == "image_encoder"}
+    encoders = [t for t in bundle.manifest["targets"] if t["role"] == "image_encoder"]
+    formats = {t["format"] for t in encoders}
     if backend == "auto":
-        order = ["onnx", "executorch"] + (["coreml"] if sys.platform == "darwin" else [])
-        backend = next((f for f in order if f in formats), None)
+        runnable = {t["format"] for t in encoders if why_not_runnable_here(t) is None}
+        backend = next((f for f in ("onnx", "executorch", "coreml") if f in runnable), None)
         if backend is None:
             raise BundleError(
                 f"{bundle.root}: no image encoder this host can run (the bundle has: {sorted(formats) or 'none'})"
@@ -221,6 +234,9 @@ def open_image_encoder(
         raise BundleError(
             f"{bundle.root}: no {backend} image encoder with quantization {want} (the bundle has: {have})"
         )
+    reason = why_not_runnable_here(target)
+    if reason:
+        raise BundleError(f"{bundle.root}: cannot run its {backend}/{want} image encoder here: {reason}")
     if backend == "coreml":
         for f in target["package"]["files"]:
             bundle.read_bytes(f)  # every file of the package checked

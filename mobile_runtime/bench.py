@@ -23,6 +23,7 @@ import numpy as np
 
 from ammkd.common.errors import BundleError, ConfigError
 from ammkd.export.bundle_format import BundleReader
+from ammkd.mobile_runtime.backends import why_not_runnable_here
 from ammkd.mobile_runtime.latency import measure_latency
 
 WORKER_TIMEOUT_S = 600
@@ -90,8 +91,9 @@ def bench_bundle(
     rows = []
     for t in bundle.manifest["targets"]:
         row = {"target": f"{t['format']}/{t['quantization']}", "dtype": t["dtype"], "threads": threads}
-        if t["format"] == "coreml" and sys.platform != "darwin":
-            rows.append(row | {"status": "skipped", "reason": f"Core ML runs only on macOS (this is {sys.platform})"})
+        reason = why_not_runnable_here(t)
+        if reason:
+            rows.append(row | {"status": "skipped", "reason": reason})
             continue
         rows.append(row | _run_worker(bundle.root, t, threads, warmup, runs, batch))
     idx = bundle.manifest["index"]

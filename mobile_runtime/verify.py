@@ -9,14 +9,12 @@ weight dtype; unquantized targets must also return the same top-1 text.
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 
 from ammkd.common.errors import AmmkdError
 from ammkd.export.bundle_format import BundleReader
 from ammkd.export.parity import min_cosine_for
-from ammkd.mobile_runtime.backends import open_image_encoder
+from ammkd.mobile_runtime.backends import open_image_encoder, why_not_runnable_here
 from ammkd.mobile_runtime.preprocess import preprocess
 from ammkd.mobile_runtime.search import topk
 
@@ -41,8 +39,9 @@ def verify_bundle(bundle_dir, threads: int = 1) -> dict:
     for t in bundle.manifest["targets"]:
         name = f"{t['format']}/{t['quantization']}"
         row = {"target": name, "dtype": t["dtype"]}
-        if t["format"] == "coreml" and sys.platform != "darwin":
-            rows.append(row | {"status": "skipped", "reason": f"Core ML runs only on macOS (this is {sys.platform})"})
+        reason = why_not_runnable_here(t)
+        if reason:
+            rows.append(row | {"status": "skipped", "reason": reason})
             continue
         try:
             encoder, _ = open_image_encoder(bundle, t["format"], t["quantization"], threads)

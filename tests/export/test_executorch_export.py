@@ -130,3 +130,31 @@ def test_thread_pool_cannot_be_resized_under_a_loaded_program(exported):
     ExecuTorchImageEncoder(exported["root"] / "fp32.pte")
     with pytest.raises(ConfigError, match="process-wide"):
         ExecuTorchImageEncoder(exported["root"] / "fp32.pte", threads=et_lib._threadpool_get_thread_count() + 1)
+
+
+def test_core_ml_delegate_is_lowered_and_described(pipeline, tmp_path):
+    import sys
+
+    from ammkd.common.errors import BundleError
+    from ammkd.export.bundle import ExportConfig, export_bundle
+    from ammkd.export.bundle_format import BundleReader
+    from ammkd.mobile_runtime.backends import open_image_encoder
+    from ammkd.mobile_runtime.verify import verify_bundle
+
+    cfg = ExportConfig(target="onnx,executorch", executorch_delegate="coreml", parity_images=4)
+    bundle = BundleReader.open(export_bundle(pipeline["student"], tmp_path / "b", cfg))
+    et = bundle.target("image_encoder", "executorch")
+    assert et["details"]["backend"] == "coreml" and et["details"]["delegates"] == ["CoreMLBackend"]
+    assert et["details"]["delegated_ops"] > 20 and et["dtype"] == "float16"
+    assert bundle.read_bytes(et["file"])[4:8] == b"ET12"
+    if sys.platform != "darwin":
+        assert "macOS" in et["parity"]["skipped"]
+        with pytest.raises(BundleError, match="Core ML delegate runs only on macOS"):
+            open_image_encoder(bundle, "executorch")
+        assert open_image_encoder(bundle)[1]["format"] == "onnx"  # auto: what this host runs
+        rows = {r["target"]: r for r in verify_bundle(bundle.root)["targets"]}
+        assert rows["executorch/none"]["status"] == "skipped" and rows["onnx/none"]["status"] == "ok"
+    with pytest.raises(ConfigError, match="not offered"):
+        ExportConfig(target="executorch", quantize="int8", executorch_delegate="coreml").plan()
+    with pytest.raises(ConfigError, match="unknown ExecuTorch delegate"):
+        ExportConfig(target="executorch", executorch_delegate="vulkan").plan()
