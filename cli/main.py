@@ -336,44 +336,77 @@ def verify(
 
 @app.command()
 def bench(
-    bundle: Path = typer.Option(..., help="Bundle folder."),
+    bundle: Optional[Path] = typer.Option(None, help="Bundle folder."),
     threads: int = typer.Option(1, min=1, help="Threads per runtime (pinned, reported)."),
     runs: int = typer.Option(50, min=1, help="Timed runs per target after warm-up."),
     warmup: int = typer.Option(10, min=0),
     batch: int = typer.Option(8, min=1, help="Batch for throughput (targets with a dynamic batch)."),
+    emit_phone_scripts: Optional[Path] = typer.Option(
+        None, help="Write adb / Core ML benchmark scripts for the bundle into this folder instead."
+    ),
+    parse_phone_results: Optional[Path] = typer.Option(
+        None, help="Read the results/ of a phone-scripts folder back into bench rows."
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Load time, batch-1 latency, peak memory and throughput of every target; index search time."""
+    from ammkd.common.errors import ConfigError
+
+    if parse_phone_results is not None:
+        from ammkd.mobile_runtime.phone_bench import parse_phone_results as parse
+
+        r = parse(parse_phone_results)
+        if as_json:
+            print(json.dumps(r))
+        else:
+            _print_bench_rows(f"{r['device']} (phone)", r["targets"])
+        return
+    if bundle is None:
+        raise ConfigError("bench: give --bundle B (or --parse-phone-results DIR)")
+    if emit_phone_scripts is not None:
+        from ammkd.mobile_runtime.phone_bench import emit_phone_scripts as emit
+
+        folder = emit(bundle, emit_phone_scripts, runs=runs)
+        out.print(f"phone benchmark scripts in [bold]{folder}[/bold]; see {folder / 'README.md'}")
+        return
     from ammkd.mobile_runtime.bench import bench_bundle
 
     r = bench_bundle(bundle, threads, warmup, runs, batch)
     if as_json:
         print(json.dumps(r))
         return
-    table = Table(title=f"{r['model']} ({r['input_size']} px), {threads} thread(s), {runs} runs after {warmup} warm-up")
-    for col in ("target", "load ms", "median ms", "p90 ms", "min ms", "max ms", "images/s (batch)", "peak RSS MB"):
-        table.add_column(col, justify="left" if col == "target" else "right")
-    for t in r["targets"]:
-        if t["status"] != "ok":
-            table.add_row(t["target"], f"{t['status']}: {t['reason']}", *[""] * 6)
-            continue
-        lat = t["latency"]
-        table.add_row(
-            t["target"],
-            f"{t['load_ms']:.1f}",
-            f"{lat['median_ms']:.3f}",
-            f"{lat['p90_ms']:.3f}",
-            f"{lat['min_ms']:.3f}",
-            f"{lat['max_ms']:.3f}",
-            f"{t['throughput_ips']:.0f} ({t['throughput_batch']})",
-            f"{t['peak_rss_mb']:.0f}",
-        )
-    out.print(table)
+    _print_bench_rows(f"{r['model']} ({r['input_size']} px), {runs} runs after {warmup} warm-up", r["targets"])
     s = r["index_search"]
     out.print(
         f"index search (exact, NumPy): top-{s['k']} of {s['count']:,} x {s['dim']} in "
         f"{s['exact_numpy']['median_ms']:.3f} ms median (p90 {s['exact_numpy']['p90_ms']:.3f})"
     )
+
+
+def _print_bench_rows(title: str, rows: list[dict]) -> None:
+    table = Table(title=title)
+    for col in ("target", "threads", "load ms", "median ms", "p90 ms", "min ms", "max ms", "images/s", "peak MB"):
+        table.add_column(col, justify="left" if col == "target" else "right")
+    for t in rows:
+        if t["status"] != "ok":
+            table.add_row(t["target"], f"{t['status']}: {t['reason']}", *[""] * 7)
+            continue
+        lat = t["latency"]
+        ips = f"{t['throughput_ips']:.0f} (batch {t['throughput_batch']})" if "throughput_ips" in t else ""
+        load = f"{t['load_ms']:.1f}" if "load_ms" in t else ""
+        peak = f"{t['peak_rss_mb']:.0f}" if "peak_rss_mb" in t else ""
+        table.add_row(
+            t["target"],
+            str(t.get("threads") or ""),
+            load,
+            f"{lat['median_ms']:.3f}",
+            f"{lat['p90_ms']:.3f}",
+            f"{lat['min_ms']:.3f}",
+            f"{lat['max_ms']:.3f}",
+            ips,
+            peak,
+        )
+    out.print(table)
 
 
 @app.command()

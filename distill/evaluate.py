@@ -65,8 +65,11 @@ def evaluate_student(model_dir, data, skip_bad: bool = False) -> dict[str, float
     return recall_at_k(img, fused[ids], data.flat_captions()[1])
 
 
-def evaluate_bundle(bundle_dir, data, skip_bad: bool = False) -> dict[str, float]:
-    """A bundle through its runtime: ONNX image embeddings against its fp16 index rows.
+def evaluate_bundle(
+    bundle_dir, data, skip_bad: bool = False, backend: str = "auto", quantization: str | None = None
+) -> dict[str, float]:
+    """A bundle through its runtime: the image embeddings of one of its targets (`backend`,
+    `quantization` as in `Retriever.open`) against its fp16 index rows.
 
     Every caption of `data` must be in the bundle's text set (the student has no text encoder).
     """
@@ -75,7 +78,7 @@ def evaluate_bundle(bundle_dir, data, skip_bad: bool = False) -> dict[str, float
     from ammkd.mobile_runtime.preprocess import uint8_to_input
     from ammkd.mobile_runtime.retriever import Retriever
 
-    r = Retriever.open(bundle_dir)
+    r = Retriever.open(bundle_dir, backend=backend, quantization=quantization)
     spec = r.bundle.input_spec
     images, data, _ = image_tensor(data, spec, skip_bad)
     emb = r.encoder.embed(uint8_to_input(images, spec))
