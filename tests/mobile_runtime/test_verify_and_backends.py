@@ -26,7 +26,9 @@ def test_verify_runs_every_backend_present(full_bundle):
         assert rows[name]["status"] == "ok" and rows[name]["cosine_min"] >= 0.999, rows[name]
         assert rows[name]["top1_agreement"] == 1.0
     if sys.platform != "darwin":
-        assert rows["coreml/none"]["status"] == "skipped" and "macOS" in rows["coreml/none"]["reason"]
+        coreml = rows["coreml/none"]  # no Core ML runtime: its MIL program through the reference evaluator
+        assert coreml["status"] == "ok" and coreml["evaluator"].startswith("mil-reference"), coreml
+        assert coreml["cosine_min"] >= 0.995 and coreml["top1_agreement"] == 1.0
     for r in rows.values():  # int8 may miss on this tiny student: the status follows its bound
         if "cosine_min" in r:
             exact_top1 = not r["target"].endswith("/none") or r["top1_agreement"] == 1.0
