@@ -1,0 +1,50 @@
+package ai.ammkd.core
+
+import org.json.JSONObject
+
+/**
+ * How a photo becomes the encoder input, from the manifest's `input` object: convert to RGB,
+ * resize the shorter side to [size] px (aspect kept) with [interpolation] (PIL semantics),
+ * centre-crop to [size]x[size], scale uint8 to [valueRange], and subtract [mean] / divide by
+ * [std] only when [normalizationInGraph] is false. Layout NCHW float32, shape (1, 3, size, size).
+ */
+data class InputSpec(
+    val size: Int,
+    val resize: String = "shortest_side",
+    val interpolation: String = "bicubic",
+    val crop: String = "center",
+    val valueRange: Pair<Double, Double> = 0.0 to 1.0,
+    val mean: List<Double> = listOf(0.48145466, 0.4578275, 0.40821073),
+    val std: List<Double> = listOf(0.26862954, 0.26130258, 0.27577711),
+    val normalizationInGraph: Boolean = true,
+    val layout: String = "NCHW",
+    val color: String = "RGB",
+    val dtype: String = "float32",
+    val name: String = "image",
+) {
+    companion object {
+        /** Parse the manifest's `input` object; absent keys take the exporter's defaults. */
+        fun fromJson(o: JSONObject, where: String): InputSpec = try {
+            val d = InputSpec(o.getInt("size"))
+            fun doubles(key: String, default: List<Double>) =
+                o.optJSONArray(key)?.let { a -> List(a.length()) { a.getDouble(it) } } ?: default
+            val range = doubles("value_range", listOf(d.valueRange.first, d.valueRange.second))
+            InputSpec(
+                size = d.size,
+                resize = o.optString("resize", d.resize),
+                interpolation = o.optString("interpolation", d.interpolation),
+                crop = o.optString("crop", d.crop),
+                valueRange = range[0] to range[1],
+                mean = doubles("mean", d.mean),
+                std = doubles("std", d.std),
+                normalizationInGraph = o.optBoolean("normalization_in_graph", d.normalizationInGraph),
+                layout = o.optString("layout", d.layout),
+                color = o.optString("color", d.color),
+                dtype = o.optString("dtype", d.dtype),
+                name = o.optString("name", d.name),
+            )
+        } catch (e: org.json.JSONException) {
+            throw BundleException.Invalid(where, "bad input spec (${e.message})")
+        }
+    }
+}

@@ -1,0 +1,202 @@
+"""The Kotlin core of the Android app (android_demo/core), run on the JVM by Maven against a
+freshly exported bundle and checked against the Python runtime on the same inputs.
+
+This test writes what the Python runtime says (top-k ids and scores of the golden images, its
+ONNX Runtime embeddings, preprocessed tensors of extra images of many sizes, modes and
+interpolations, gallery rankings for some texts) to a JSON file, runs the Kotlin JUnit tests
+with `-Dammkd.bundle=... -Dammkd.expected=...`, and reads back the figures they measured.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import TINY_DATA
+from PIL import Image
+
+from ammkd.distill.data import load_split
+from ammkd.mobile_runtime.gallery import update_gallery
+from ammkd.mobile_runtime.preprocess import preprocess
+from ammkd.mobile_runtime.retriever import Retriever
+from ammkd.mobile_runtime.search import topk
+
+ROOT = Path(__file__).resolve().parents[2]
+POM = ROOT / "android_demo" / "core" / "pom.xml"
+K = 5
+EXTRA = 10  # Python's ranking is written K + EXTRA deep, so the Kotlin side can tell near-ties apart
+GALLERY_PHOTOS = 12
+MAVEN_TIMEOUT_S = 1800  # the first run downloads Kotlin, ONNX Runtime and JUnit (about 100 MB)
+
+# Bounds the Kotlin tests assert (and that are checked again here from their report).
+PREPROCESS_BOUND = 1 / 255 + 1e-6
+COSINE_BOUND = 0.999
+
+
+def _require_jdk_and_maven() -> None:
+    missing = [tool for tool in ("java", "mvn") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(
+            f"Kotlin core tests skipped: {' and '.join(missing)} not on PATH. To run them, install a JDK 17 "
+            "and Maven (e.g. `apt-get install openjdk-17-jdk-headless maven`); .ci/run installs both."
+        )
+
+
+def _photo(rng: np.random.Generator, width: int, height: int, alpha: bool = False) -> Image.Image:
+    """A photo-like test image: smooth gradients and blobs, sharp edges and some pixel noise, so
+    every resampling tap and every rounding step of the resize shows."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    chans = []
+    for c in range(3):
+        cx, cy = rng.uniform(0, width), rng.uniform(0, height)
+        blob = 255 * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * (0.3 * max(width, height)) ** 2))
+        stripes = 60 * (np.sin(x * rng.uniform(0.05, 0.9) + c) > 0)
+        chans.append(blob * 0.7 + stripes + (x / max(width - 1, 1)) * 40 + rng.normal(0, 12, size=x.shape))
+    img = np.clip(np.stack(chans, -1), 0, 255).round().astype(np.uint8)
+    if alpha:
+        a = np.clip(255 * x / max(width - 1, 1) + rng.normal(0, 20, size=x.shape), 0, 255).astype(np.uint8)
+        a[: height // 4] = 0  # fully transparent band
+        a[-height // 4 :] = 255  # fully opaque band
+        return Image.fromarray(np.dstack([img, a]), "RGBA")
+    return Image.fromarray(img, "RGB")
+
+
+def _preprocess_cases(folder: Path, spec) -> list[dict]:
+    """Images of many sizes (down- and upscaling, one side only, tiny, RGBA, grey) with the
+    Python runtime's input tensor for each, under the bundle's spec and variants of it."""
+    rng = np.random.default_rng(9)
+    s = spec.size
+    variants = [
+        ("down-bicubic", (203, 151), {}),
+        ("down-large-bicubic", (1021, 767), {"size": 224}),
+        ("portrait-bicubic", (97, 260), {}),  # height shrinks > 2x the width's pixels: vertical pass first
+        ("tall-bilinear", (90, 300), {"interpolation": "bilinear"}),
+        ("up-bicubic", (37, 29), {}),
+        ("height-only", (s, s + 37), {}),
+        ("width-only", (s + 41, s), {}),
+        ("one-pixel", (1, 1), {}),
+        ("thin", (3, 200), {}),
+        ("down-bilinear", (301, 173), {"interpolation": "bilinear"}),
+        ("up-bilinear", (45, 50), {"interpolation": "bilinear"}),
+        ("down-nearest", (301, 173), {"interpolation": "nearest"}),
+        ("up-nearest", (31, 47), {"interpolation": "nearest"}),
+        ("rgba-bicubic", (120, 80), {"alpha": True}),
+        ("grey-bicubic", (150, 90), {"grey": True}),
+        (
+            "normalised-outside-graph",
+            (130, 110),
+            {
+                "normalization_in_graph": False,
+                "value_range": (-1.0, 1.0),
+                "mean": (0.5, 0.4, 0.3),
+                "std": (0.2, 0.25, 0.3),
+            },
+        ),
+    ]
+    cases = []
+    for name, (w, h), opts in variants:
+        opts = dict(opts)
+        alpha, grey = opts.pop("alpha", False), opts.pop("grey", False)
+        case_spec = replace(spec, **opts)
+        img = _photo(rng, w, h, alpha=alpha)
+        if grey:
+            img = img.convert("L")
+        png = folder / f"{name}.png"
+        img.save(png)
+        x = preprocess(png, case_spec)
+        assert x.shape == (1, 3, case_spec.size, case_spec.size)
+        raw = folder / f"{name}.f32.bin"
+        raw.write_bytes(np.ascontiguousarray(x, "<f4").tobytes())
+        cases.append({"name": name, "png": str(png), "input": str(raw), "spec": case_spec.to_dict()})
+    return cases
+
+
+def _expectations(bundle: Path, work: Path) -> dict:
+    r = Retriever.open(bundle, backend="onnx", threads=1, search="exact")
+    golden = []
+    for g in r.bundle.manifest["golden"]:
+        png = bundle / g["image"]["path"]
+        hits = r.top_texts(png, k=K + EXTRA)
+        golden.append(
+            {
+                "image": g["image"]["path"],
+                "python_topk_ids": [h.id for h in hits],
+                "python_topk_scores": [h.score for h in hits],
+                "python_embedding": r.embed(png).astype(float).tolist(),
+            }
+        )
+
+    # a gallery of val photos, embedded by the Python runtime, searched by a few of the bundle's texts
+    photos = work / "photos"
+    photos.mkdir()
+    data = load_split(TINY_DATA, "val")
+    for i in range(GALLERY_PHOTOS):
+        data.image(i).save(photos / f"{i:03d}.png")
+    gallery = update_gallery(r, photos).gallery
+    text_ids = sorted({g["python_topk_ids"][0] for g in golden} | {0, len(r.texts) - 1})
+    queries = []
+    for tid in text_ids:
+        ids, scores = topk(r.index[tid], gallery.embeddings, GALLERY_PHOTOS)
+        queries.append(
+            {
+                "text_id": tid,
+                "text": r.texts[tid],
+                "python_ids": ids.tolist(),
+                "python_images": [gallery.images[i] for i in ids],
+                "python_scores": scores.astype(float).tolist(),
+            }
+        )
+    known = r.texts[text_ids[0]]
+    cases_dir = work / "cases"
+    cases_dir.mkdir()
+    return {
+        "k": K,
+        "golden": golden,
+        "preprocess_cases": _preprocess_cases(cases_dir, r.bundle.input_spec),
+        "preprocess_bound": PREPROCESS_BOUND,
+        "cosine_bound": COSINE_BOUND,
+        "gallery": {
+            "count": len(gallery.images),
+            "queries": queries,
+            # the device has no text encoder: a text outside the bundle gets the nearest known ones
+            "misspelt_text": known[:-2] + "zq" if len(known) > 3 else known + " zq",
+            "misspelt_of": known,
+            "respaced_text": "  " + known.upper().replace(" ", "   ") + ".",
+        },
+    }
+
+
+def test_kotlin_core_agrees_with_the_python_runtime(pipeline, tmp_path):
+    _require_jdk_and_maven()
+    bundle = shutil.copytree(pipeline["bundle"], tmp_path / "bundle")  # the gallery is added to a copy
+    expected = tmp_path / "expected.json"
+    expected.write_text(json.dumps(_expectations(bundle, tmp_path)))
+    report = tmp_path / "kotlin_report.json"
+
+    cmd = [
+        "mvn", "-q", "-B", "-f", str(POM), "test",
+        f"-Dammkd.bundle={bundle}", f"-Dammkd.expected={expected}", f"-Dammkd.report={report}",
+    ]  # fmt: skip
+    t0 = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=MAVEN_TIMEOUT_S, cwd=ROOT)
+    took = time.time() - t0
+    output = (proc.stdout + proc.stderr)[-20000:]
+    assert proc.returncode == 0, f"Maven/JUnit failed (exit {proc.returncode}) after {took:.0f} s:\n{output}"
+
+    figures = json.loads(report.read_text())
+    print(f"Kotlin core, Maven test run {took:.0f} s:\n" + json.dumps(figures, indent=2))
+    written = json.loads(expected.read_text())
+    assert figures["preprocess_golden_max_abs_diff"] <= PREPROCESS_BOUND
+    assert figures["preprocess_cases"] == len(written["preprocess_cases"])
+    assert figures["preprocess_cases_max_abs_diff"] <= PREPROCESS_BOUND
+    assert figures["encoder_cosine_min_vs_golden"] >= COSINE_BOUND
+    assert figures["topk_golden_images"] == len(written["golden"]) > 0
+    assert figures["topk_agreement_exact"] + figures["topk_agreement_near_tie_swaps"] == figures["topk_positions"]
+    assert figures["tamper_cases_refused"] == 7
+    assert figures["gallery_queries"] == len(written["gallery"]["queries"])
