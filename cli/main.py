@@ -425,6 +425,18 @@ def demo(
         print_summary(result, out)
 
 
+@app.command()
+def serve(
+    bundle: Path = typer.Option(..., help="Bundle folder to serve under /bundle/."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on; 0.0.0.0 for phones on the local network."),
+    port: int = typer.Option(8000, min=0, max=65535, help="Port (0: a free one, printed)."),
+):
+    """Serve the browser demo (web_demo/) and a bundle over local HTTP, read-only."""
+    from ammkd.mobile_runtime.serve import serve as serve_bundle
+
+    serve_bundle(bundle, host, port, print_fn=out.print)
+
+
 def main() -> None:
     """Console entry point: user errors become one red line and exit code 1."""
     try:

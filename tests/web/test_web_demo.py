@@ -1,0 +1,208 @@
+"""The browser demo (web_demo/) served by `ammkd serve`, driven in headless Chromium.
+
+The page runs the bundle's ONNX encoder with onnxruntime-web (WASM) on the bundle's golden input
+tensor; its embedding and top-k must agree with the Python runtime. Needs Node, Chromium and the
+page's packages: `apt-get install chromium` and `npm ci --prefix web_demo` (CI does both).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import subprocess
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import assert_user_error, run_cli
+
+from ammkd.common.errors import ConfigError
+from ammkd.export.bundle_format import BundleReader
+from ammkd.mobile_runtime.serve import WEB_DEMO, make_server
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+DRIVER = WEB_DEMO / "tests" / "drive.mjs"
+ENABLE = "to run it: apt-get install chromium && npm ci --prefix web_demo"
+
+
+def _need_ort() -> None:
+    if not (WEB_DEMO / "node_modules" / "onnxruntime-web" / "dist").is_dir():
+        pytest.skip(f"web_demo/node_modules/onnxruntime-web is missing; {ENABLE}")
+
+
+def _need_browser() -> None:
+    _need_ort()
+    if shutil.which("node") is None:
+        pytest.skip(f"node is not installed; install Node 20, then {ENABLE}")
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"{CHROMIUM} is missing; {ENABLE}")
+    if not (WEB_DEMO / "node_modules" / "playwright-core").is_dir():
+        pytest.skip(f"web_demo/node_modules/playwright-core is missing; {ENABLE}")
+
+
+@contextmanager
+def serving(bundle: Path, **kw):
+    server = make_server(bundle, port=0, **kw)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def drive(url: str, *args: str) -> dict:
+    """Open the page in headless Chromium (web_demo/tests/drive.mjs) and return its JSON report."""
+    proc = subprocess.run(
+        ["node", str(DRIVER), url, "--chromium", CHROMIUM, *args],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=WEB_DEMO,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "driverError" not in report, report["driverError"]
+    assert not report["pageErrors"], report["pageErrors"]
+    return report
+
+
+def _cosine(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_page_matches_python_runtime(pipeline):
+    _need_browser()
+    from ammkd.mobile_runtime.retriever import Retriever
+
+    bundle = pipeline["bundle"]
+    r = Retriever.open(bundle)
+    golden = r.bundle.manifest["golden"]
+    image = r.bundle.root / golden[0]["image"]["path"]
+    with serving(bundle) as url:
+        report = drive(url + "/", "--golden", "0", "--golden", "1", "--upload", str(image))
+    state = report["state"]
+    assert state["ready"] and state["error"] is None, state
+    assert report["crossOriginIsolated"] is True  # COOP/COEP let the WASM runtime use threads
+    for i, page in enumerate(report["golden"]):
+        x = r.bundle.read_array(golden[i]["input"])
+        expected = r.search_embedding(r.encoder.embed(x), k=5)
+        assert [h["id"] for h in page["topk"]] == [h.id for h in expected]
+        assert [h["id"] for h in page["topk"]] == golden[i]["topk_ids"]
+        np.testing.assert_allclose([h["score"] for h in page["topk"]], [h.score for h in expected], atol=1e-4)
+        cos = _cosine(page["embedding"], r.bundle.read_array(golden[i]["embedding"]))
+        assert cos >= 0.999, f"golden {i}: cosine {cos:.6f} to the PyTorch embedding"
+        assert set(page["timings"]) >= {"load", "encode", "search"}
+    # the golden image through the file input: canvas preprocessing, encoder, search, shown texts
+    (upload,) = report["uploads"]
+    assert upload["message"] == ""
+    expected = r.top_texts(image, k=5)
+    assert upload["results"] == [f"{h.score:.4f}{h.text}" for h in expected]
+    assert "preprocess" in upload["timings"] and "encode" in upload["timings"]
+
+
+def test_page_refuses_bad_bundles_and_non_images(pipeline, tmp_path):
+    _need_browser()
+    tampered = tmp_path / "tampered"
+    shutil.copytree(pipeline["bundle"], tampered)
+    vectors = tampered / "index" / "class_vectors.f16.bin"
+    data = bytearray(vectors.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    vectors.write_bytes(bytes(data))
+    with serving(tampered) as url:
+        report = drive(url + "/")
+    assert not report["state"]["ready"]
+    assert "index/class_vectors.f16.bin: SHA-256 does not match" in report["state"]["error"]
+    assert report["statusText"].startswith("refused: index/class_vectors.f16.bin")
+
+    missing = tmp_path / "missing"
+    shutil.copytree(pipeline["bundle"], missing)
+    (missing / "index" / "texts.json").unlink()
+    with serving(missing) as url:
+        report = drive(url + "/")
+    assert "index/texts.json: missing from the bundle (HTTP 404)" in report["state"]["error"]
+
+    with serving(pipeline["bundle"]) as url:
+        report = drive(url + "/", "--upload", str(WEB_DEMO / "package.json"))
+    (upload,) = report["uploads"]
+    assert upload["message"].startswith("package.json: not an image") and upload["results"] == []
+
+
+def _get(url: str, path: str, method: str = "GET") -> tuple[int, dict, bytes]:
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.putrequest(method, path, skip_host=False, skip_accept_encoding=True)  # the path is sent as is
+        conn.endheaders()
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def test_server_is_read_only_and_confined(pipeline):
+    _need_ort()
+    bundle = pipeline["bundle"]
+    with serving(bundle) as url:
+        status, headers, body = _get(url, "/bundle/manifest.json")
+        assert status == 200 and json.loads(body)["format"] == "ammkd-bundle"
+        assert headers["cross-origin-opener-policy"] == "same-origin"
+        assert headers["cross-origin-embedder-policy"] == "require-corp"
+        assert headers["cross-origin-resource-policy"] == "same-origin"
+        status, headers, body = _get(url, "/")
+        assert status == 200 and headers["content-type"].startswith("text/html") and b"app.js" in body
+        assert _get(url, "/app.js")[1]["content-type"].startswith("text/javascript")
+        assert _get(url, "/ort/ort.wasm.min.mjs")[1]["content-type"].startswith("text/javascript")
+        status, headers, body = _get(url, "/ort/ort-wasm-simd-threaded.wasm", "HEAD")
+        assert status == 200 and headers["content-type"] == "application/wasm" and body == b""
+        assert int(headers["content-length"]) > 0
+        for path in (
+            "/../",
+            "/..%2f..%2fetc/passwd",
+            "/bundle/../manifest.json",
+            "/bundle/../../../etc/passwd",
+            "/bundle/%2e%2e/manifest.json",
+            "/bundle/%2E%2E/%2e%2e/pyproject.toml",
+            "/bundle/index/%2e%2e/manifest.json",
+            "/bundle/./manifest.json",
+            "/bundle//manifest.json",
+            "/%2e%2e/mobile_runtime/serve.py",
+            "/bundle/",  # directories: never listed
+            "/bundle/index/",
+            "/bundle/index",
+            "/ort/",
+            "/tests/drive.mjs",  # only the page's own top-level files
+            "/package.json",
+            "/node_modules/onnxruntime-web/package.json",
+            "/bundle/manifest.json%00",
+            "/bundle/..\\manifest.json",
+        ):
+            status, _, body = _get(url, path)
+            assert status == 404, path
+            assert b"manifest" not in body and b"<a href" not in body, path
+        assert _get(url, "/bundle/manifest.json", "POST")[0] == 405
+        assert _get(url, "/bundle/manifest.json", "PUT")[0] == 405
+        assert _get(url, "/bundle/manifest.json", "DELETE")[0] == 405
+
+
+def test_server_checks_bundle_and_page_runtime(pipeline, tmp_path):
+    with pytest.raises(ConfigError, match="npm ci --prefix web_demo"):
+        page = tmp_path / "page"
+        page.mkdir()
+        (page / "index.html").write_text("<!doctype html>")
+        make_server(pipeline["bundle"], port=0, web_root=page)
+    assert BundleReader.open(pipeline["bundle"])  # the good bundle itself is accepted
+
+
+def test_cli_serve_refuses_missing_bundle(tmp_path):
+    proc = run_cli("serve", "--bundle", str(tmp_path / "nope"), "--port", "0")
+    assert_user_error(proc, "nope", "not a bundle folder")
+    (tmp_path / "empty").mkdir()
+    assert_user_error(run_cli("serve", "--bundle", str(tmp_path / "empty"), "--port", "0"), "manifest.json", "missing")

@@ -1,0 +1,170 @@
+// The page: load and check the bundle, run the image encoder with onnxruntime-web (WASM), search
+// the index, show the top-k texts. Test hook: window.ammkd (state, runGolden, embedTensor, search).
+
+import * as ort from "./ort/ort.wasm.min.mjs";
+import { Bundle, BundleError, onnxTarget } from "./bundle.js";
+import { ImageInputError, preprocessFile } from "./preprocess.js";
+import { TextIndex, decodeFloat16 } from "./search.js";
+
+const params = new URLSearchParams(location.search);
+const BUNDLE_URL = new URL(params.get("bundle") || "bundle/", location.href);
+const $ = (id) => document.getElementById(id);
+
+const state = { ready: false, error: null, status: "loading", threads: 1, crossOriginIsolated: globalThis.crossOriginIsolated === true };
+const timings = {};
+let bundle, target, session, index;
+
+function setStatus(text, kind = "info") {
+  state.status = text;
+  const el = $("status");
+  el.textContent = text;
+  el.className = `status ${kind}`;
+}
+
+function showTimings() {
+  const parts = ["load", "preprocess", "encode", "search"]
+    .filter((k) => k in timings)
+    .map((k) => `${k} ${timings[k].toFixed(1)} ms`);
+  $("timings").textContent = parts.join(" · ");
+}
+
+function showHits(hits, caption) {
+  const list = $("results");
+  list.replaceChildren();
+  for (const h of hits) {
+    const li = document.createElement("li");
+    const score = document.createElement("span");
+    score.className = "score";
+    score.textContent = h.score.toFixed(4);
+    const text = document.createElement("span");
+    text.textContent = h.text;
+    li.append(score, text);
+    list.append(li);
+  }
+  $("results-caption").textContent = caption;
+}
+
+function k() {
+  const v = parseInt($("k").value, 10);
+  return Number.isInteger(v) && v > 0 ? Math.min(v, 100) : 5;
+}
+
+/** Input tensor (Float32Array, 1x3xSxS) -> L2-normalised embedding (Float32Array, D). */
+async function embedTensor(tensor) {
+  const s = bundle.manifest.input.size;
+  if (tensor.length !== 3 * s * s) throw new Error(`input has ${tensor.length} values, expected ${3 * s * s}`);
+  const feeds = { [target.input_name || session.inputNames[0]]: new ort.Tensor("float32", tensor, [1, 3, s, s]) };
+  const t0 = performance.now();
+  const out = await session.run(feeds);
+  timings.encode = performance.now() - t0;
+  const emb = out[target.output_name || session.outputNames[0]].data;
+  return Float32Array.from(emb);
+}
+
+function search(embedding, kk = 5) {
+  const t0 = performance.now();
+  const hits = index.search(embedding, kk);
+  timings.search = performance.now() - t0;
+  return hits;
+}
+
+async function runGolden(i = 0) {
+  if (!state.ready) throw new Error(`not ready: ${state.error || state.status}`);
+  const golden = bundle.manifest.golden || [];
+  if (!(i >= 0 && i < golden.length)) throw new Error(`golden[${i}]: the bundle has ${golden.length} golden inputs`);
+  const input = await bundle.readFloat32(golden[i].input);
+  const embedding = await embedTensor(input);
+  const hits = search(embedding, k());
+  showTimings();
+  showHits(hits, `golden input ${i} (${golden[i].input.path})`);
+  return { embedding: Array.from(embedding), topk: hits, timings: { ...timings } };
+}
+
+async function runFile(file) {
+  if (!state.ready) return;
+  $("message").textContent = "";
+  try {
+    const t0 = performance.now();
+    const { tensor, width, height } = await preprocessFile(file, bundle.manifest.input, $("crop"));
+    timings.preprocess = performance.now() - t0;
+    $("preview").src = URL.createObjectURL(file);
+    const embedding = await embedTensor(tensor);
+    const hits = search(embedding, k());
+    showTimings();
+    showHits(hits, `${file.name || "photo"} (${width}x${height})`);
+    return hits;
+  } catch (e) {
+    const msg = e instanceof ImageInputError ? e.message : `${file.name || "photo"}: ${e.message}`;
+    $("message").textContent = msg;
+    $("results").replaceChildren();
+    $("results-caption").textContent = "";
+    $("preview").removeAttribute("src");
+    $("crop").getContext("2d").clearRect(0, 0, $("crop").width, $("crop").height);
+    state.lastError = msg;
+    return null;
+  }
+}
+
+async function load() {
+  const t0 = performance.now();
+  ort.env.wasm.wasmPaths = new URL("ort/", location.href).href; // served locally, never a CDN
+  state.threads = state.crossOriginIsolated ? Math.max(1, Math.min(4, navigator.hardwareConcurrency || 1)) : 1;
+  ort.env.wasm.numThreads = state.threads;
+  setStatus(`loading bundle from ${BUNDLE_URL.pathname}…`);
+  bundle = await Bundle.open(BUNDLE_URL);
+  const m = bundle.manifest;
+  target = onnxTarget(m);
+  const [modelBytes, vectorBytes, texts] = await Promise.all([
+    bundle.readBytes(target.file),
+    bundle.readBytes(m.index.vectors),
+    bundle.readJson(m.index.texts),
+  ]);
+  if (!Array.isArray(texts) || texts.length !== m.index.count) {
+    throw new BundleError(`${m.index.texts.path}: expected a list of ${m.index.count} texts`);
+  }
+  index = new TextIndex(decodeFloat16(vectorBytes), texts, m.index.count, m.index.dim);
+  const options = { executionProviders: ["wasm"], graphOptimizationLevel: "all" };
+  if (target.session_config) options.extra = { ...target.session_config }; // e.g. session.disable_quant_qdq
+  setStatus("starting the encoder…");
+  session = await ort.InferenceSession.create(new Uint8Array(modelBytes), options);
+  timings.load = performance.now() - t0;
+  const model = m.model ? m.model.name || m.model.student || "" : "";
+  $("bundle-info").textContent =
+    `${model ? model + " · " : ""}${target.file.path} (${(target.file.bytes / 1e6).toFixed(1)} MB, ${target.quantization}) · ` +
+    `${m.index.count} texts × ${m.index.dim} · input ${m.input.size}px · ${state.threads} thread(s)` +
+    (state.crossOriginIsolated ? "" : " (not cross-origin isolated)");
+  showTimings();
+  state.ready = true;
+  setStatus("ready: choose or drop a photo", "ok");
+  for (const el of document.querySelectorAll("input[type=file], #k")) el.disabled = false;
+}
+
+function wire() {
+  for (const id of ["file", "camera"]) {
+    $(id).addEventListener("change", (ev) => {
+      const f = ev.target.files && ev.target.files[0];
+      if (f) runFile(f);
+      ev.target.value = "";
+    });
+  }
+  const drop = $("drop");
+  drop.addEventListener("dragover", (ev) => {
+    ev.preventDefault();
+    drop.classList.add("over");
+  });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (ev) => {
+    ev.preventDefault();
+    drop.classList.remove("over");
+    const f = ev.dataTransfer && ev.dataTransfer.files[0];
+    if (f) runFile(f);
+  });
+}
+
+window.ammkd = { state, timings, runGolden, runFile, embedTensor: async (t) => Array.from(await embedTensor(t)), search };
+wire();
+load().catch((e) => {
+  state.error = e instanceof BundleError ? e.message : `${e.name || "Error"}: ${e.message || e}`;
+  setStatus(`refused: ${state.error}`, "error");
+  console.error(e);
+});

@@ -1,0 +1,71 @@
+// Drive the demo page in headless Chromium and print one JSON object (used by tests/web).
+//
+//   node web_demo/tests/drive.mjs URL [--golden I]... [--upload FILE]... [--screenshot PNG]
+//                                [--chromium PATH] [--timeout MS]
+//
+// Waits until window.ammkd.state is ready or has an error, then runs the actions in order.
+
+import { chromium } from "playwright-core";
+
+const args = process.argv.slice(2);
+const url = args.shift();
+const actions = [];
+let executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
+let timeout = 90000;
+while (args.length) {
+  const flag = args.shift();
+  const value = args.shift();
+  if (flag === "--golden") actions.push({ golden: parseInt(value, 10) });
+  else if (flag === "--upload") actions.push({ upload: value });
+  else if (flag === "--screenshot") actions.push({ screenshot: value });
+  else if (flag === "--chromium") executablePath = value;
+  else if (flag === "--timeout") timeout = parseInt(value, 10);
+  else throw new Error(`unknown flag ${flag}`);
+}
+
+const result = { url, console: [], pageErrors: [], golden: [], uploads: [] };
+const browser = await chromium.launch({ executablePath, headless: true, args: ["--no-sandbox", "--disable-gpu"] });
+try {
+  const page = await browser.newPage({ viewport: { width: 900, height: 640 } });
+  page.on("console", (m) => result.console.push(`${m.type()}: ${m.text()}`));
+  page.on("pageerror", (e) => result.pageErrors.push(String(e)));
+  const t0 = Date.now();
+  await page.goto(url);
+  await page.waitForFunction(() => window.ammkd && (window.ammkd.state.ready || window.ammkd.state.error), null, {
+    timeout,
+  });
+  result.loadMs = Date.now() - t0;
+  result.state = await page.evaluate(() => ({ ...window.ammkd.state }));
+  result.statusText = await page.textContent("#status");
+  for (const a of actions) {
+    if (!result.state.ready && !("screenshot" in a)) continue; // a refused bundle: nothing to run
+    if ("golden" in a) {
+      result.golden.push(await page.evaluate((i) => window.ammkd.runGolden(i), a.golden));
+    } else if ("upload" in a) {
+      await page.evaluate(() => {
+        window.ammkd.state.lastError = null;
+        document.getElementById("results").replaceChildren();
+      });
+      await page.setInputFiles("#file", a.upload);
+      await page.waitForFunction(
+        () => window.ammkd.state.lastError || document.querySelectorAll("#results li").length > 0,
+        null,
+        { timeout },
+      );
+      result.uploads.push({
+        file: a.upload,
+        message: await page.textContent("#message"),
+        results: await page.$$eval("#results li", (lis) => lis.map((li) => li.textContent)),
+        timings: await page.textContent("#timings"),
+      });
+    } else if ("screenshot" in a) {
+      await page.screenshot({ path: a.screenshot, fullPage: true });
+    }
+  }
+  result.crossOriginIsolated = await page.evaluate(() => globalThis.crossOriginIsolated);
+} catch (e) {
+  result.driverError = String(e && e.stack ? e.stack : e);
+} finally {
+  await browser.close();
+}
+process.stdout.write(JSON.stringify(result) + "\n");
