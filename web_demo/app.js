@@ -108,7 +108,9 @@ async function runFile(file) {
 async function load() {
   const t0 = performance.now();
   ort.env.wasm.wasmPaths = new URL("ort/", location.href).href; // served locally, never a CDN
-  state.threads = state.crossOriginIsolated ? Math.max(1, Math.min(4, navigator.hardwareConcurrency || 1)) : 1;
+  const asked = parseInt(params.get("threads") || "", 10); // ?threads=N pins the WASM threads (benchmarks)
+  const most = state.crossOriginIsolated ? Math.max(1, Math.min(4, navigator.hardwareConcurrency || 1)) : 1;
+  state.threads = Number.isInteger(asked) && asked > 0 ? Math.min(asked, most) : most;
   ort.env.wasm.numThreads = state.threads;
   setStatus(`loading bundle from ${BUNDLE_URL.pathname}…`);
   bundle = await Bundle.open(BUNDLE_URL);
@@ -161,7 +163,20 @@ function wire() {
   });
 }
 
-window.ammkd = { state, timings, runGolden, runFile, embedTensor: async (t) => Array.from(await embedTensor(t)), search };
+/** Timing loop for benchmarks: golden input i, `warmup` untimed then `runs` timed encode + search. */
+async function benchGolden(i = 0, runs = 30, warmup = 5) {
+  if (!state.ready) throw new Error(`not ready: ${state.error || state.status}`);
+  const input = await bundle.readFloat32(bundle.manifest.golden[i].input);
+  const rows = [];
+  for (let r = 0; r < warmup + runs; r++) {
+    const embedding = await embedTensor(input);
+    search(embedding, 10);
+    if (r >= warmup) rows.push({ encode: timings.encode, search: timings.search });
+  }
+  return { threads: state.threads, load: timings.load, rows };
+}
+
+window.ammkd = { state, timings, runGolden, benchGolden, runFile, embedTensor: async (t) => Array.from(await embedTensor(t)), search };
 wire();
 load().catch((e) => {
   state.error = e instanceof BundleError ? e.message : `${e.name || "Error"}: ${e.message || e}`;
