@@ -6,6 +6,7 @@ URL space, and nothing else:
     /<file>           a top-level file of web_demo/ (.html, .js, .mjs, .css, .png, .svg, .ico)
     /ort/<file>       web_demo/node_modules/onnxruntime-web/dist/<file> (the WASM runtime)
     /bundle/<path>    a file of the bundle folder
+    /photos/<i>       the i-th photo of the bundle's gallery (gallery/gallery.json), when it has one
 
 Every path is decoded, stripped of `.`/`..`-style segments by refusal (not by normalisation),
 resolved, and checked to lie inside its root; directories are never listed. Every response
@@ -27,6 +28,7 @@ from urllib.parse import unquote, urlsplit
 
 from ammkd.common.errors import ConfigError
 from ammkd.export.bundle_format import BundleReader
+from ammkd.mobile_runtime.gallery import open_gallery
 
 WEB_DEMO = Path(__file__).resolve().parents[1] / "web_demo"
 ORT_DIST = Path("node_modules") / "onnxruntime-web" / "dist"
@@ -82,6 +84,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "ammkd-serve"
     sys_version = ""
     routes: dict[str, tuple[Path, bool]] = {}  # URL prefix -> (folder, whether sub-folders are reachable)
+    photos: tuple[Path, ...] = ()  # the gallery's photos, by row: the only files outside the two roots served
     page_root: Path = WEB_DEMO
     quiet = True
 
@@ -115,6 +118,10 @@ class _Handler(BaseHTTPRequestHandler):
             path = "/index.html"
         if not path.startswith("/") or "\\" in path or "\x00" in path:
             return None
+        if path.startswith("/photos/"):
+            i = path.removeprefix("/photos/")
+            ok = i.isdigit() and int(i) < len(self.photos) and self.photos[int(i)].is_file()
+            return self.photos[int(i)] if ok else None
         for prefix, (root, nested) in self.routes.items():
             if not path.startswith(prefix):
                 continue
@@ -174,7 +181,10 @@ def make_server(
         "/ort/": ((web_root / ORT_DIST).resolve(), False),
         "/": (web_root, False),
     }
-    handler = type("Handler", (_Handler,), {"routes": routes, "page_root": web_root, "quiet": quiet})
+    gallery = open_gallery(reader.root)
+    photos = tuple((gallery.source / name).resolve() for name in gallery.images) if gallery else ()
+    attrs = {"routes": routes, "page_root": web_root, "quiet": quiet, "photos": photos}
+    handler = type("Handler", (_Handler,), attrs)
     server_cls = ThreadingHTTPServer
     if ":" in host:  # an IPv6 literal
         server_cls = type("ThreadingHTTPServerV6", (ThreadingHTTPServer,), {"address_family": socket.AF_INET6})

@@ -4,6 +4,7 @@
 import * as ort from "./ort/ort.wasm.min.mjs";
 import { Bundle, BundleError, onnxTarget } from "./bundle.js";
 import { ImageInputError, preprocessFile } from "./preprocess.js";
+import { Gallery, findText } from "./gallery.js";
 import { TextIndex, decodeFloat16 } from "./search.js";
 
 const params = new URLSearchParams(location.search);
@@ -12,7 +13,7 @@ const $ = (id) => document.getElementById(id);
 
 const state = { ready: false, error: null, status: "loading", threads: 1, crossOriginIsolated: globalThis.crossOriginIsolated === true };
 const timings = {};
-let bundle, target, session, index;
+let bundle, target, session, index, gallery;
 
 function setStatus(text, kind = "info") {
   state.status = text;
@@ -135,6 +136,11 @@ async function load() {
     `${model ? model + " · " : ""}${target.file.path} (${(target.file.bytes / 1e6).toFixed(1)} MB, ${target.quantization}) · ` +
     `${m.index.count} texts × ${m.index.dim} · input ${m.input.size}px · ${state.threads} thread(s)` +
     (state.crossOriginIsolated ? "" : " (not cross-origin isolated)");
+  gallery = await Gallery.open(bundle);
+  if (gallery) {
+    $("gallery").hidden = false;
+    $("gallery-info").textContent = `${gallery.count} photos`;
+  }
   showTimings();
   state.ready = true;
   setStatus("ready: choose or drop a photo", "ok");
@@ -142,6 +148,10 @@ async function load() {
 }
 
 function wire() {
+  $("gallery-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    searchGallery($("gallery-text").value);
+  });
   for (const id of ["file", "camera"]) {
     $(id).addEventListener("change", (ev) => {
       const f = ev.target.files && ev.target.files[0];
@@ -163,6 +173,35 @@ function wire() {
   });
 }
 
+/** Text -> top-k photos of the gallery: {text, textId, hits} or {error, suggestions}. */
+function searchGallery(text, kk = k()) {
+  if (!gallery) return { error: "this bundle has no gallery (make one with ammkd search --gallery DIR --text ...)" };
+  const found = findText(index.texts, text.trim());
+  const list = $("photos");
+  list.replaceChildren();
+  if (found.id < 0) {
+    const msg = `"${text}" is not one of the bundle's texts; nearest: ${found.suggestions.join(" | ")}`;
+    $("gallery-message").textContent = msg;
+    return { error: msg, suggestions: found.suggestions };
+  }
+  $("gallery-message").textContent = "";
+  const d = index.d;
+  const query = index.vectors.subarray(found.id * d, (found.id + 1) * d);
+  const hits = gallery.search(query, kk);
+  for (const h of hits) {
+    const li = document.createElement("li");
+    const img = document.createElement("img");
+    img.src = h.url;
+    img.alt = h.image;
+    img.width = 96;
+    const cap = document.createElement("span");
+    cap.textContent = `${h.score.toFixed(3)} ${h.image}`;
+    li.append(img, cap);
+    list.append(li);
+  }
+  return { text: index.texts[found.id], textId: found.id, hits };
+}
+
 /** Timing loop for benchmarks: golden input i, `warmup` untimed then `runs` timed encode + search. */
 async function benchGolden(i = 0, runs = 30, warmup = 5) {
   if (!state.ready) throw new Error(`not ready: ${state.error || state.status}`);
@@ -176,7 +215,7 @@ async function benchGolden(i = 0, runs = 30, warmup = 5) {
   return { threads: state.threads, load: timings.load, rows };
 }
 
-window.ammkd = { state, timings, runGolden, benchGolden, runFile, embedTensor: async (t) => Array.from(await embedTensor(t)), search };
+window.ammkd = { state, timings, runGolden, benchGolden, searchGallery, runFile, embedTensor: async (t) => Array.from(await embedTensor(t)), search };
 wire();
 load().catch((e) => {
   state.error = e instanceof BundleError ? e.message : `${e.name || "Error"}: ${e.message || e}`;

@@ -206,3 +206,36 @@ def test_cli_serve_refuses_missing_bundle(tmp_path):
     assert_user_error(proc, "nope", "not a bundle folder")
     (tmp_path / "empty").mkdir()
     assert_user_error(run_cli("serve", "--bundle", str(tmp_path / "empty"), "--port", "0"), "manifest.json", "missing")
+
+
+def test_gallery_text_search_in_the_page_matches_python(pipeline, tmp_path):
+    _need_browser()
+    from conftest import TINY_DATA
+
+    from ammkd.distill.data import load_split
+    from ammkd.mobile_runtime.gallery import find_text, update_gallery
+    from ammkd.mobile_runtime.retriever import Retriever
+
+    bundle = shutil.copytree(pipeline["bundle"], tmp_path / "bundle")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    data = load_split(TINY_DATA, "val")
+    for i in range(12):
+        data.image(i).save(photos / f"{i:02d}.png")
+    r = Retriever.open(bundle)
+    gallery = update_gallery(r, photos).gallery
+    caption = data.captions[3][0]
+    want = [Path(p).name for p, _ in gallery.search(r.index[find_text(r.texts, caption)], 5)]
+    with serving(bundle) as url:
+        report = drive(url + "/", "--gallery-text", caption, "--gallery-text", "zzz qqq")
+        conn = http.client.HTTPConnection(url.removeprefix("http://"))
+        conn.request("GET", "/photos/0")
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.read() == (photos / gallery.images[0]).read_bytes()
+        conn.request("GET", f"/photos/{len(gallery.images)}")
+        resp = conn.getresponse()
+        resp.read()
+        assert resp.status == 404
+    found, unknown = report["gallery"]
+    assert found["text"] == caption and [h["image"] for h in found["hits"]] == want
+    assert "not one of the bundle's texts" in unknown["error"] and len(unknown["suggestions"]) == 5

@@ -1,6 +1,6 @@
 // Drive the demo page in headless Chromium and print one JSON object (used by tests/web).
 //
-//   node web_demo/tests/drive.mjs URL [--golden I]... [--upload FILE]... [--bench RUNS] [--screenshot PNG]
+//   node web_demo/tests/drive.mjs URL [--golden I]... [--upload FILE]... [--bench RUNS] [--gallery-text T]... [--screenshot PNG]
 //                                [--chromium PATH] [--timeout MS]
 //
 // Waits until window.ammkd.state is ready or has an error, then runs the actions in order.
@@ -18,13 +18,14 @@ while (args.length) {
   if (flag === "--golden") actions.push({ golden: parseInt(value, 10) });
   else if (flag === "--upload") actions.push({ upload: value });
   else if (flag === "--bench") actions.push({ bench: parseInt(value, 10) });
+  else if (flag === "--gallery-text") actions.push({ galleryText: value });
   else if (flag === "--screenshot") actions.push({ screenshot: value });
   else if (flag === "--chromium") executablePath = value;
   else if (flag === "--timeout") timeout = parseInt(value, 10);
   else throw new Error(`unknown flag ${flag}`);
 }
 
-const result = { url, console: [], pageErrors: [], golden: [], uploads: [], bench: [] };
+const result = { url, console: [], pageErrors: [], golden: [], uploads: [], bench: [], gallery: [] };
 const browser = await chromium.launch({ executablePath, headless: true, args: ["--no-sandbox", "--disable-gpu"] });
 try {
   const page = await browser.newPage({ viewport: { width: 900, height: 640 } });
@@ -40,7 +41,9 @@ try {
   result.statusText = await page.textContent("#status");
   for (const a of actions) {
     if (!result.state.ready && !("screenshot" in a)) continue; // a refused bundle: nothing to run
-    if ("bench" in a) {
+    if ("galleryText" in a) {
+      result.gallery.push(await page.evaluate((t) => window.ammkd.searchGallery(t, 5), a.galleryText));
+    } else if ("bench" in a) {
       result.bench.push(await page.evaluate((n) => window.ammkd.benchGolden(0, n, 5), a.bench));
     } else if ("golden" in a) {
       result.golden.push(await page.evaluate((i) => window.ammkd.runGolden(i), a.golden));

@@ -1,0 +1,62 @@
+// The bundle's optional gallery (gallery/gallery.json + gallery/embeddings.f32.bin, written by
+// `ammkd search --gallery`, see mobile_runtime/gallery.py): photos ranked by cosine to a text's
+// class vector. The photos themselves are served by `ammkd serve` as photos/<row>.
+
+import { BundleError } from "./bundle.js";
+import { scoresOf, topk } from "./search.js";
+
+export const GALLERY_FORMAT = "ammkd-gallery";
+
+export class Gallery {
+  constructor(manifest, vectors) {
+    this.manifest = manifest;
+    this.vectors = vectors;
+    this.count = manifest.images.length;
+    this.dim = manifest.dim;
+  }
+
+  /** The bundle's gallery, its embeddings checked (size, SHA-256), or null when it has none. */
+  static async open(bundle) {
+    const resp = await fetch(new URL("gallery/gallery.json", bundle.base), { cache: "no-cache" });
+    if (resp.status === 404) return null;
+    let m;
+    try {
+      m = JSON.parse(await resp.text());
+    } catch (e) {
+      throw new BundleError(`gallery/gallery.json: not valid JSON (${e.message})`);
+    }
+    if (m.format !== GALLERY_FORMAT || m.format_version !== 1) {
+      throw new BundleError(`gallery/gallery.json: not an ${GALLERY_FORMAT} version 1 manifest`);
+    }
+    const vectors = new Float32Array(await bundle.readBytes(m.embeddings));
+    if (vectors.length !== m.images.length * m.dim) {
+      throw new BundleError(`${m.embeddings.path}: ${vectors.length} values for ${m.images.length} photos x ${m.dim}`);
+    }
+    return new Gallery(m, vectors);
+  }
+
+  /** query (D) unit vector -> [{id, score, image, url}] best first. */
+  search(query, k = 5) {
+    return topk(scoresOf(query, this.vectors, this.count, this.dim), k).map((h) => ({
+      ...h,
+      image: this.manifest.images[h.id],
+      url: `photos/${h.id}`,
+    }));
+  }
+}
+
+const norm = (s) => s.toLowerCase().split(/\s+/).filter(Boolean).join(" ").replace(/\.+$/, "");
+
+/** The id of `query` in `texts` (exact, else ignoring case, spacing and a final full stop), or
+ * {suggestions}: up to 5 known texts sharing the most words with it. */
+export function findText(texts, query) {
+  const exact = texts.indexOf(query);
+  if (exact >= 0) return { id: exact };
+  const q = norm(query);
+  const found = texts.findIndex((t) => norm(t) === q);
+  if (found >= 0) return { id: found };
+  const words = new Set(q.split(" "));
+  const scored = texts.map((t, i) => [norm(t).split(" ").filter((w) => words.has(w)).length, i]);
+  scored.sort((a, b) => b[0] - a[0] || a[1] - b[1]);
+  return { id: -1, suggestions: scored.slice(0, 5).map(([, i]) => texts[i]) };
+}
