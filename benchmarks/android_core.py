@@ -44,10 +44,12 @@ import xml.etree.ElementTree as ET  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+from bench_util import cpu_model, relative  # noqa: E402
 from PIL import Image  # noqa: E402
 from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
 
 from ammkd.common.files import atomic_write, atomic_write_json  # noqa: E402
+from ammkd.mobile_runtime.latency import summarize_ms  # noqa: E402
 from ammkd.mobile_runtime.retriever import Retriever  # noqa: E402
 from ammkd.mobile_runtime.search import topk  # noqa: E402
 
@@ -71,19 +73,6 @@ def _default_bundle() -> Path:
     return quantized if quantized.is_dir() else ROOT / "runs" / "demo" / "bundle"
 
 
-def _relative(path: Path) -> str:
-    p = path.resolve()
-    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(path)
-
-
-def _cpu_model() -> str | None:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), None)
-
-
 def _tool_version(cmd: list[str]) -> str | None:
     """First line of a tool's version output (java -version writes to stderr)."""
     try:
@@ -98,17 +87,6 @@ def _pom_properties(pom: Path) -> dict:
     ns = {"m": "http://maven.apache.org/POM/4.0.0"}
     props = ET.parse(pom).getroot().find("m:properties", ns)
     return {child.tag.split("}", 1)[1]: (child.text or "").strip() for child in props} if props is not None else {}
-
-
-def _stats(ms: list[float]) -> dict:
-    a = np.asarray(ms, dtype=np.float64)
-    return {
-        "median_ms": round(float(np.median(a)), 4),
-        "p90_ms": round(float(np.percentile(a, 90)), 4),
-        "min_ms": round(float(a.min()), 4),
-        "max_ms": round(float(a.max()), 4),
-        "runs": len(a),
-    }
 
 
 def _photo_like(rng: np.random.Generator, width: int, height: int) -> Image.Image:
@@ -170,8 +148,8 @@ def _python_side(bundle: Path, images: list[Path], warmup: int, runs: int) -> di
                 "path": str(path),
                 "width": size[0],
                 "height": size[1],
-                "end_to_end": _stats(e2e),
-                **{k: _stats(v) for k, v in stages.items()},
+                "end_to_end": summarize_ms(e2e),
+                **{k: summarize_ms(v) for k, v in stages.items()},
                 "topk_ids": [h.id for h in hits],
             }
         )
@@ -189,12 +167,18 @@ def _python_side(bundle: Path, images: list[Path], warmup: int, runs: int) -> di
                 if i >= 0:
                     ms.append((t1 - t0) * 1e3)
             every += ms
-            per.append({"golden": gi, "stats": _stats(ms), "topk_ids": [int(i) for i in ids]})
+            per.append({"golden": gi, "stats": summarize_ms(ms), "topk_ids": [int(i) for i in ids]})
         pools = [
             f"{p['internal_api']}{' ' + p['version'] if p.get('version') else ''}: {p['num_threads']} thread(s)"
             for p in threadpool_info()
         ]
-    search = {"count": len(r.index), "dim": r.index.shape[1], "k": K, "stats": _stats(every), "per_embedding": per}
+    search = {
+        "count": len(r.index),
+        "dim": r.index.shape[1],
+        "k": K,
+        "stats": summarize_ms(every),
+        "per_embedding": per,
+    }
     print(f"python search alone: {search['stats']}", flush=True)
     return {
         "encoder": f"{r.target['format']}/{r.target['quantization']}",
@@ -351,7 +335,7 @@ def main(argv: list[str] | None = None) -> dict:
     pom = _pom_properties(args.pom)
     results = {
         "benchmark": "android_core",
-        "bundle": _relative(bundle),
+        "bundle": relative(bundle),
         "k": K,
         "runs": args.runs,
         "warmup": args.warmup,
@@ -365,7 +349,7 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": {
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
-            "cpu_model": _cpu_model(),
+            "cpu_model": cpu_model(),
             "loadavg_before": load_before,
             "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         },

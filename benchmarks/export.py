@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_util import relative
 
 from ammkd.common.files import atomic_write, atomic_write_json
 from ammkd.export.bundle import COREML_REFERENCE_IMAGES, ExportConfig, export_bundle
@@ -28,11 +29,6 @@ from ammkd.mobile_runtime.backends import OnnxImageEncoder
 from ammkd.mobile_runtime.latency import measure_latency
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _relative(path: Path) -> str:
-    p = path.resolve()
-    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(path)
 
 
 def _latency_ms(bundle: BundleReader, target: dict) -> float | None:
@@ -93,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
     weights = next(r for r in rows if r["artifact"] == "onnx/int8-weights")
     results = {
         "benchmark": "export",
-        "model": _relative(args.model),
+        "model": relative(args.model),
         "params": manifest["model"]["params"],
         "macs_per_image": manifest["model"]["macs_per_image"],
         "input_size": manifest["input"]["size"],

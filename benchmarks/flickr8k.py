@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import torch
+from bench_util import relative
 
 from ammkd.common.files import atomic_write, atomic_write_json
 from ammkd.distill.curves import plot_learning_curve
@@ -93,12 +94,6 @@ def _train_students(data: str, runs: Path, budget: float, teachers: list[Path]) 
     return dirs
 
 
-def _relative(path: Path) -> str:
-    """A run folder as committed results name it: relative to the repository when inside it."""
-    path = Path(path).resolve()
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
-
-
 def _markdown(results: dict) -> str:
     keys = ["i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10", "mean_recall"]
     lines = [
@@ -156,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
             evaluate_teacher(load_teacher(str(folder)), dev_data) if is_teacher else evaluate_student(folder, dev_data)
         )
         meta = json.loads((folder / ("teacher.json" if is_teacher else STUDENT_META)).read_text())
-        models[name] = {"metrics": metrics, "train_seconds": meta.get("train_seconds"), "folder": _relative(folder)}
+        models[name] = {"metrics": metrics, "train_seconds": meta.get("train_seconds"), "folder": relative(folder)}
         print(name, metrics, flush=True)
     results = {
         "benchmark": "flickr8k-dev-retrieval",

@@ -24,7 +24,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import importlib.metadata  # noqa: E402
 import platform  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from dataclasses import asdict, dataclass  # noqa: E402
@@ -32,10 +31,12 @@ from pathlib import Path  # noqa: E402
 
 import faiss  # noqa: E402
 import numpy as np  # noqa: E402
+from bench_util import cpu_model  # noqa: E402
 from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
 
 from ammkd.common.files import atomic_write, atomic_write_json  # noqa: E402
 from ammkd.mobile_runtime.index import ExactIndex, FaissIndex, FaissParams, recall_at_k  # noqa: E402
+from ammkd.mobile_runtime.latency import summarize_ms  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 K = 10
@@ -97,19 +98,6 @@ class _Embeddings:
         return out
 
 
-def _relative(path: Path) -> str:
-    p = path.resolve()
-    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(path)
-
-
-def _cpu_model() -> str | None:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), None)
-
-
 def _time(search, warm: np.ndarray, timed: np.ndarray) -> tuple[list[float], np.ndarray]:
     """One query at a time: ms of each `search(q, K)` over `timed` and its ids (Q, K), after `warm` untimed."""
     for q in warm:
@@ -121,10 +109,6 @@ def _time(search, warm: np.ndarray, timed: np.ndarray) -> tuple[list[float], np.
         ms.append((time.perf_counter() - t0) * 1e3)
         ids.append(found[0])
     return ms, np.stack(ids)
-
-
-def _stats(ms: list[float]) -> dict:
-    return {"median_ms": round(float(np.median(ms)), 3), "p90_ms": round(float(np.percentile(ms, 90)), 3)}
 
 
 def _extra_mib(index: FaissIndex) -> float:
@@ -149,7 +133,7 @@ def _approximate(kind: str, matrix: np.ndarray, warm, timed, exact_ids, args) ->
     for value in values:
         index.tune(**{knob: value})
         ms, ids = _time(index.search, warm, timed)
-        sweep.append({knob: value, "recall_at_10": round(recall_at_k(ids, exact_ids), 4), **_stats(ms)})
+        sweep.append({knob: value, "recall_at_10": round(recall_at_k(ids, exact_ids), 4), **summarize_ms(ms)})
     meeting = [s for s in sweep if s["recall_at_10"] >= RECALL_GOAL]
     setting = {"M": args.hnsw_m, "ef_construction": args.ef_construction} if kind == "hnsw" else {"nlist": index.nlist}
     return {
@@ -320,11 +304,11 @@ def main(argv: list[str] | None = None) -> dict:
         sub = matrix[:n]  # a prefix of an i.i.d. sample is an i.i.d. sample
         ms, exact_ids = _time(ExactIndex(sub).search, warm, timed)
         exact_at[n] = exact_ids
-        exact_rows.append({"n": n, "method": "numpy exact", **_stats(ms)})
+        exact_rows.append({"n": n, "method": "numpy exact", **summarize_ms(ms)})
         flat = FaissIndex(sub, "flat", threads=1)
         ms, flat_ids = _time(flat.search, warm, timed)
         same = bool(np.all(flat_ids == exact_ids))
-        exact_rows.append({"n": n, "method": "faiss flat", "same_ids_as_exact": same, **_stats(ms)})
+        exact_rows.append({"n": n, "method": "faiss flat", "same_ids_as_exact": same, **summarize_ms(ms)})
         del flat
         print(f"N={n:,}: {exact_rows[-2]} | {exact_rows[-1]}", flush=True)
         if n >= args.approx_from:
@@ -360,7 +344,7 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": {
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
-            "cpu_model": _cpu_model(),
+            "cpu_model": cpu_model(),
         },
         "versions": {
             "python": platform.python_version(),

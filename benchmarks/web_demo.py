@@ -27,22 +27,12 @@ from pathlib import Path
 import numpy as np
 
 from ammkd.common.files import atomic_write, atomic_write_json
+from ammkd.mobile_runtime.latency import summarize_ms
 from ammkd.mobile_runtime.retriever import Retriever
 from ammkd.mobile_runtime.serve import make_server
 
 ROOT = Path(__file__).resolve().parents[1]
 DRIVER = ROOT / "web_demo" / "tests" / "drive.mjs"
-
-
-def _stats(values: list[float]) -> dict:
-    t = np.asarray(values)
-    return {
-        "median_ms": round(float(np.median(t)), 3),
-        "p90_ms": round(float(np.percentile(t, 90)), 3),
-        "min_ms": round(float(t.min()), 3),
-        "max_ms": round(float(t.max()), 3),
-        "runs": len(values),
-    }
 
 
 def _page(url: str, runs: int) -> dict:
@@ -63,9 +53,9 @@ def _page(url: str, runs: int) -> dict:
         "threads": b["threads"],
         "load_to_ready_ms": out["loadMs"],
         "page_load_ms": round(b["load"], 1),
-        "encode": _stats(enc),
-        "search": _stats([r["search"] for r in b["rows"]]),
-        "encode_plus_search": _stats(both),
+        "encode": summarize_ms(enc),
+        "search": summarize_ms([r["search"] for r in b["rows"]]),
+        "encode_plus_search": summarize_ms(both),
         "cross_origin_isolated": out["crossOriginIsolated"],
     }
 
@@ -87,7 +77,7 @@ def _python(bundle: Path, runs: int) -> dict:
             if i >= 5:
                 enc.append((t1 - t0) * 1e3)
                 both.append((t2 - t0) * 1e3)
-    return {"threads": 1, "encode": _stats(enc), "encode_plus_search": _stats(both)}
+    return {"threads": 1, "encode": summarize_ms(enc), "encode_plus_search": summarize_ms(both)}
 
 
 def main(argv: list[str] | None = None) -> dict:
