@@ -22,7 +22,7 @@ from conftest import TINY_DATA
 from PIL import Image
 
 from ammkd.distill.data import load_split
-from ammkd.mobile_runtime.gallery import update_gallery
+from ammkd.mobile_runtime.gallery import open_gallery, update_gallery
 from ammkd.mobile_runtime.preprocess import preprocess
 from ammkd.mobile_runtime.retriever import Retriever
 from ammkd.mobile_runtime.search import topk
@@ -117,7 +117,36 @@ def _preprocess_cases(folder: Path, spec) -> list[dict]:
     return cases
 
 
+def _device_gallery(bundle: Path, work: Path) -> dict:
+    """A photo folder with unreadable and ignored files among the photos, a copy of the bundle
+    (without a gallery) for the Kotlin core to embed it into, and the gallery the Python runtime
+    makes from the same folder (in another copy) to compare with."""
+    photos = work / "device_photos"
+    (photos / "trip").mkdir(parents=True)
+    data = load_split(TINY_DATA, "val")
+    for i in range(5):
+        data.image(GALLERY_PHOTOS + i).save(photos / f"p{i}.png")
+    data.image(GALLERY_PHOTOS + 5).save(photos / "trip" / "nested.png")
+    data.image(GALLERY_PHOTOS + 6).save(photos / ".hidden.png")  # hidden: not a gallery photo
+    (photos / "notes.txt").write_text("not a photo")  # no image suffix: not listed
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8 this is not a JPEG" * 10)
+    (photos / "empty.png").write_bytes(b"")
+    device_bundle = shutil.copytree(bundle, work / "device_bundle", ignore=shutil.ignore_patterns("gallery"))
+    py_bundle = shutil.copytree(device_bundle, work / "python_gallery_bundle")
+    update = update_gallery(Retriever.open(py_bundle, backend="onnx", threads=1, search="exact"), photos)
+    rows = work / "python_gallery_rows.f32.bin"
+    rows.write_bytes(np.ascontiguousarray(update.gallery.embeddings, "<f4").tobytes())
+    return {
+        "bundle": str(device_bundle),
+        "photos": str(photos),
+        "python_images": update.gallery.images,
+        "python_skipped": [s["path"] for s in update.skipped],
+        "python_embeddings": str(rows),
+    }
+
+
 def _expectations(bundle: Path, work: Path) -> dict:
+    device_gallery = _device_gallery(bundle, work)
     r = Retriever.open(bundle, backend="onnx", threads=1, search="exact")
     golden = []
     for g in r.bundle.manifest["golden"]:
@@ -161,6 +190,7 @@ def _expectations(bundle: Path, work: Path) -> dict:
         "preprocess_cases": _preprocess_cases(cases_dir, r.bundle.input_spec),
         "preprocess_bound": PREPROCESS_BOUND,
         "cosine_bound": COSINE_BOUND,
+        "device_gallery": device_gallery,
         "gallery": {
             "count": len(gallery.images),
             "queries": queries,
@@ -200,3 +230,24 @@ def test_kotlin_core_agrees_with_the_python_runtime(pipeline, tmp_path):
     assert figures["topk_agreement_exact"] + figures["topk_agreement_near_tie_swaps"] == figures["topk_positions"]
     assert figures["tamper_cases_refused"] == 7
     assert figures["gallery_queries"] == len(written["gallery"]["queries"])
+    _check_device_gallery(written["device_gallery"], figures)
+
+
+def _check_device_gallery(spec: dict, figures: dict) -> None:
+    """The gallery the Kotlin core embedded: its figures, then read and extended by the Python tool."""
+    assert figures["device_gallery_photos"] == len(spec["python_images"]) == 6
+    assert figures["device_gallery_min_cosine_vs_python"] >= COSINE_BOUND
+    assert figures["device_gallery_resumed"] is True
+    assert sorted(spec["python_skipped"]) == ["broken.jpg", "empty.png"]
+    r = Retriever.open(spec["bundle"], backend="onnx", threads=1, search="exact")
+    gallery = open_gallery(spec["bundle"])  # format, size and SHA-256 as the Kotlin core wrote them
+    assert gallery.images == spec["python_images"]
+    assert [s["path"] for s in gallery.manifest["skipped"]] == spec["python_skipped"]
+    python_rows = np.frombuffer(Path(spec["python_embeddings"]).read_bytes(), "<f4").reshape(gallery.embeddings.shape)
+    cos = (gallery.embeddings * python_rows).sum(1)
+    assert cos.min() >= COSINE_BOUND, cos
+    # same source, same encoder: the Python tool appends to the Kotlin core's gallery, it does not start afresh
+    (Path(spec["photos"]) / "late.png").write_bytes((Path(spec["photos"]) / "p0.png").read_bytes())
+    update = update_gallery(r, spec["photos"])
+    assert update.added == 1 and update.gallery.images[-1] == "late.png"
+    assert np.allclose(update.gallery.embeddings[:-1], gallery.embeddings)

@@ -2,6 +2,8 @@ package ai.ammkd.demo
 
 import ai.ammkd.core.Bundle
 import ai.ammkd.core.BundleException
+import ai.ammkd.core.ImageEncoder
+import ai.ammkd.core.Target
 import org.pytorch.executorch.EValue
 import org.pytorch.executorch.Module
 import org.pytorch.executorch.Tensor
@@ -9,15 +11,17 @@ import org.pytorch.executorch.Tensor
 /**
  * Optional (built with -Pammkd.executorch=true): the bundle's ExecuTorch program
  * (`--target executorch`, XNNPACK-delegated) run by the ExecuTorch Android runtime.
- * Same contract as the core's OnnxImageEncoder: input (1, 3, S, S) float32 from the core's
- * Preprocessor, output (D,) float32. The file is hash-checked by the core before it is loaded.
+ * The core's [ImageEncoder] contract: input (1, 3, S, S) float32 from the core's Preprocessor,
+ * output (D,) float32. The file is hash-checked by the core before it is loaded. The app makes
+ * it by reflection ([Encoders]), so that builds without ExecuTorch need not compile it.
  */
-class ExecuTorchImageEncoder(bundle: Bundle, quantization: String = "none") : AutoCloseable {
+class ExecuTorchImageEncoder(bundle: Bundle, quantization: String = "none") : ImageEncoder {
     private val size = bundle.inputSpec.size.toLong()
     private val module: Module
+    override val target: Target
 
     init {
-        val target = bundle.targets.firstOrNull { it.format == "executorch" && it.quantization == quantization }
+        target = bundle.targets.firstOrNull { it.format == "executorch" && it.quantization == quantization }
             ?: throw BundleException.Invalid(
                 bundle.manifestPath,
                 "no executorch/$quantization target (the bundle has: ${bundle.targets.joinToString { it.label }})",
@@ -28,7 +32,7 @@ class ExecuTorchImageEncoder(bundle: Bundle, quantization: String = "none") : Au
     }
 
     /** Input (3*S*S floats, NCHW) -> embedding (D,). */
-    fun embed(input: FloatArray): FloatArray {
+    override fun embed(input: FloatArray): FloatArray {
         val x = Tensor.fromBlob(input, longArrayOf(1, 3, size, size))
         return module.forward(EValue.from(x))[0].toTensor().dataAsFloatArray
     }

@@ -47,24 +47,13 @@ object BundleInstaller {
 
     private fun copyTree(context: Context, tree: Uri, docId: String, dest: File) {
         dest.mkdirs()
-        val children = DocumentsContract.buildChildDocumentsUriUsingTree(tree, docId)
-        val cols = arrayOf(
-            DocumentsContract.Document.COLUMN_DOCUMENT_ID,
-            DocumentsContract.Document.COLUMN_DISPLAY_NAME,
-            DocumentsContract.Document.COLUMN_MIME_TYPE,
-        )
-        context.contentResolver.query(children, cols, null, null, null)?.use { c ->
-            while (c.moveToNext()) {
-                val id = c.getString(0)
-                val name = c.getString(1)
-                if (name.contains('/') || name == ".." || name == ".") continue
-                val target = File(dest, name)
-                if (c.getString(2) == DocumentsContract.Document.MIME_TYPE_DIR) {
-                    copyTree(context, tree, id, target)
-                } else {
-                    val uri = DocumentsContract.buildDocumentUriUsingTree(tree, id)
-                    context.contentResolver.openInputStream(uri)?.use { input -> target.outputStream().use { input.copyTo(it) } }
-                }
+        for (e in DocumentTree.children(context, tree, docId)) {
+            if (e.name.contains('/') || e.name == ".." || e.name == ".") continue
+            val target = File(dest, e.name)
+            if (e.isDir) {
+                copyTree(context, tree, e.id, target)
+            } else {
+                context.contentResolver.openInputStream(e.uri)?.use { input -> target.outputStream().use { input.copyTo(it) } }
             }
         }
     }

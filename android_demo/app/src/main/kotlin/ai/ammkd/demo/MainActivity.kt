@@ -21,9 +21,12 @@ import java.util.concurrent.Executors
 
 /**
  * The demo: pick a photo -> the bundle's top-k texts with scores and the time of each stage;
- * type or paste one of the bundle's texts -> the closest photos of the bundle's gallery.
- * The bundle comes from the APK's assets (copied to the files folder) or a picked folder.
- * All work runs on one background thread; the views are built in code (no layouts).
+ * pick a folder of photos -> they are embedded into the bundle's gallery on the phone
+ * (unreadable ones skipped and listed); type or paste one of the bundle's texts -> the closest
+ * photos of the gallery. The bundle comes from the APK's assets (copied to the files folder)
+ * or a picked folder; its encoder runs on ONNX Runtime, or ExecuTorch when the bundle and the
+ * build have it ([Encoders]). All work runs on one background thread; the views are built in
+ * code (no layouts).
  */
 class MainActivity : ComponentActivity() {
     private val worker = Executors.newSingleThreadExecutor()
@@ -36,6 +39,9 @@ class MainActivity : ComponentActivity() {
 
     private val pickPhoto = registerForActivityResult(ActivityResultContracts.GetContent()) { uri: Uri? ->
         if (uri != null) searchPhoto(uri)
+    }
+    private val pickGallery = registerForActivityResult(ActivityResultContracts.OpenDocumentTree()) { tree: Uri? ->
+        if (tree != null) embedGallery(tree)
     }
     private val pickFolder = registerForActivityResult(ActivityResultContracts.OpenDocumentTree()) { tree: Uri? ->
         if (tree != null) openBundle { BundleInstaller.fromTree(this, tree) }
@@ -53,6 +59,7 @@ class MainActivity : ComponentActivity() {
             addView(Button(context).apply { text = "Pick a photo: top texts"; setOnClickListener { pickPhoto.launch("image/*") } })
             addView(query, LinearLayout.LayoutParams(MATCH_PARENT, WRAP_CONTENT))
             addView(Button(context).apply { text = "Text: top gallery photos"; setOnClickListener { searchText(query.text.toString()) } })
+            addView(Button(context).apply { text = "Add a photo folder to the gallery"; setOnClickListener { pickGallery.launch(null) } })
             addView(Button(context).apply { text = "Open another bundle folder"; setOnClickListener { pickFolder.launch(null) } })
             addView(output)
         }
@@ -68,7 +75,7 @@ class MainActivity : ComponentActivity() {
                     "no bundle: copy one to app/src/main/assets/bundle/ before building, or open a folder",
                 )
                 retriever?.close()
-                val r = Retriever.open(dir, threads = 2)
+                val r = Retriever.open(dir) { bundle -> Encoders.open(bundle, threads = 2) }
                 retriever = r
                 "Bundle ${dir.name}: ${r.index.count} texts, encoder ${r.encoder.target.label}, " +
                     "input ${r.preprocessor.size} px, gallery ${r.gallery?.count ?: 0} photos; " +
@@ -120,6 +127,33 @@ class MainActivity : ComponentActivity() {
                 e.message
             }
             ui.post { output.text = out }
+        }
+    }
+
+    private fun embedGallery(tree: Uri) {
+        val r = retriever ?: return show("Open a bundle first.")
+        show("Listing the photos...")
+        worker.execute {
+            val text = try {
+                val photos = PhotoFolder.list(this, tree, r.preprocessor.size)
+                val t0 = System.nanoTime()
+                val replaces = r.gallery?.sourceDir?.takeIf { it != tree.toString() } // one folder per gallery
+                val update = r.updateGallery(tree.toString(), photos, rebuild = replaces != null) { done, total ->
+                    ui.post { output.text = "Embedding photos: $done / $total" }
+                }
+                val s = (System.nanoTime() - t0) / 1e9
+                buildString {
+                    if (replaces != null) append("Replaced the gallery of $replaces\n")
+                    append("Gallery: ${update.gallery.count} photos (${update.added} added in %.1f s)\n".format(s))
+                    if (update.skipped.isNotEmpty()) {
+                        append("\nSkipped ${update.skipped.size} (tried again next time):\n")
+                        update.skipped.forEach { append("  ${it.path}: ${it.reason}\n") }
+                    }
+                }
+            } catch (e: Exception) {
+                "Cannot embed this folder: ${e.message}"
+            }
+            ui.post { output.text = text }
         }
     }
 

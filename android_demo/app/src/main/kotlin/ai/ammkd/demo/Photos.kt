@@ -1,14 +1,12 @@
 package ai.ammkd.demo
 
+import ai.ammkd.core.Pixels
 import android.content.Context
 import android.graphics.Bitmap
 import android.graphics.BitmapFactory
 import android.graphics.Matrix
 import android.net.Uri
 import androidx.exifinterface.media.ExifInterface
-
-/** A decoded photo as the core takes it: ARGB pixels (not premultiplied), row-major, upright. */
-class Pixels(val argb: IntArray, val width: Int, val height: Int)
 
 object Photos {
     /**

@@ -7,12 +7,19 @@ import java.io.File
 import java.io.RandomAccessFile
 
 /**
- * The bundle's optional photo gallery (`ammkd search --gallery`): `gallery/gallery.json` lists
- * [images] (paths relative to [sourceDir]) and `gallery/embeddings.f32.bin` holds their (M, D)
- * float32 embeddings, row i = images[i]. Searched with a class vector of the text index.
+ * The bundle's optional photo gallery, made on the host (`ammkd search --gallery`) or on the
+ * device ([GalleryBuilder]): `gallery/gallery.json` lists [images] (paths relative to
+ * [sourceDir]) and the photos [skipped] with their reasons, and `gallery/embeddings.f32.bin`
+ * holds the (M, D) float32 embeddings, row i = images[i]. Searched with a class vector of the
+ * text index.
  */
-class Gallery(val images: List<String>, val sourceDir: String, vectors: FloatArray, dim: Int) :
-    VectorIndex(vectors, images.size, dim) {
+class Gallery(
+    val images: List<String>,
+    val sourceDir: String,
+    vectors: FloatArray,
+    dim: Int,
+    val skipped: List<GalleryBuilder.Skipped> = emptyList(),
+) : VectorIndex(vectors, images.size, dim) {
 
     /** A gallery photo: row [id], its path relative to the gallery folder ([image]) and cosine [score]. */
     data class Hit(val id: Int, val image: String, val score: Float)
@@ -24,15 +31,17 @@ class Gallery(val images: List<String>, val sourceDir: String, vectors: FloatArr
         const val FORMAT = "ammkd-gallery"
         const val VERSION = 1
         const val DIR = "gallery"
+        const val MANIFEST = "gallery.json"
+        const val EMBEDDINGS = "embeddings.f32.bin"
 
         /**
          * The gallery of [bundle], checked (format, version, dim, size and SHA-256 of the
-         * embeddings), or null when the bundle has none. Bytes past the recorded size (an append
-         * the Python tool was interrupted in) are ignored, not read; the file is never written.
+         * embeddings), or null when the bundle has none. Bytes past the recorded size (an
+         * interrupted append) are ignored, not read; only [GalleryBuilder] writes the gallery.
          */
         fun open(bundle: Bundle): Gallery? {
             val folder = File(bundle.root, DIR)
-            val mfile = File(folder, "gallery.json")
+            val mfile = File(folder, MANIFEST)
             if (!mfile.isFile) return null
             val m = try {
                 JSONTokener(mfile.readText(Charsets.UTF_8)).nextValue() as? JSONObject
@@ -51,7 +60,7 @@ class Gallery(val images: List<String>, val sourceDir: String, vectors: FloatArr
                     throw BundleException.Invalid(mfile.path, "gallery dim $dim differs from the encoder's ${bundle.outputDim}")
                 }
                 val bytes = entry.getLong("bytes")
-                val emb = File(folder, "embeddings.f32.bin")
+                val emb = File(folder, EMBEDDINGS)
                 val size = if (emb.isFile) emb.length() else 0L
                 if (size < bytes) throw BundleException.Truncated(emb.path, size, bytes)
                 val data = ByteArray(bytes.toInt())
@@ -62,7 +71,10 @@ class Gallery(val images: List<String>, val sourceDir: String, vectors: FloatArr
                 }
                 val buf = java.nio.ByteBuffer.wrap(data).order(java.nio.ByteOrder.LITTLE_ENDIAN).asFloatBuffer()
                 val vectors = FloatArray(data.size / 4).also { buf.get(it) }
-                return Gallery(images, m.optString("source_dir", ""), vectors, dim)
+                val skipped = (m.optJSONArray("skipped") ?: org.json.JSONArray()).let { a ->
+                    List(a.length()) { a.getJSONObject(it).let { s -> GalleryBuilder.Skipped(s.getString("path"), s.optString("reason")) } }
+                }
+                return Gallery(images, m.optString("source_dir", ""), vectors, dim, skipped)
             } catch (e: JSONException) {
                 throw BundleException.Invalid(mfile.path, "bad gallery manifest (${e.message})")
             }

@@ -15,16 +15,16 @@ import java.nio.FloatBuffer
  * entries are applied, intra-op threads are pinned to [threads] (inter-op: 1).
  */
 class OnnxImageEncoder private constructor(
-    val target: Target,
+    override val target: Target,
     val threads: Int,
     private val session: OrtSession,
     private val env: OrtEnvironment,
     private val inputShape: LongArray,
     val dim: Int,
-) : AutoCloseable {
+) : ImageEncoder {
 
     /** Input tensor (3*S*S floats, NCHW, one image) -> embedding (D,). */
-    fun embed(input: FloatArray): FloatArray {
+    override fun embed(input: FloatArray): FloatArray {
         val per = inputShape[1] * inputShape[2] * inputShape[3]
         require(input.size.toLong() == per) {
             "image encoder input must be (1, ${inputShape.drop(1).joinToString(", ")}) = $per floats; got ${input.size}"

@@ -4,18 +4,43 @@ import java.io.File
 
 /**
  * The on-device loop (`ammkd.mobile_runtime.retriever.Retriever`): photo -> preprocess ->
- * ONNX Runtime encoder -> exact top-k over the bundle's texts; and text -> top-k gallery photos.
+ * image encoder (ONNX Runtime unless told otherwise) -> exact top-k over the bundle's texts;
+ * and text -> top-k photos of the gallery (made on the host or here, [updateGallery]).
  * Everything is read and hash-checked at [open]; [close] releases the ONNX Runtime session.
  */
 class Retriever private constructor(
     val bundle: Bundle,
     val preprocessor: Preprocessor,
-    val encoder: OnnxImageEncoder,
+    val encoder: ImageEncoder,
     val index: ClassIndex,
-    val gallery: Gallery?,
+    gallery: Gallery?,
     /** Time [open] took: manifest, hashes, index decode, session creation (ms). */
     val loadMs: Double,
 ) : AutoCloseable {
+
+    /** The bundle's photo gallery, if it has one; replaced by [updateGallery]. */
+    var gallery: Gallery? = gallery
+        private set
+
+    /**
+     * Embed the photos of [source] that the gallery does not hold yet (see [GalleryBuilder.update])
+     * and search them from now on. Returns what was added and skipped.
+     */
+    fun updateGallery(
+        source: String,
+        photos: List<GalleryBuilder.Photo>,
+        rebuild: Boolean = false,
+        onProgress: (done: Int, total: Int) -> Unit = { _, _ -> },
+    ): GalleryBuilder.Update = GalleryBuilder.update(this, source, photos, rebuild, onProgress).also { gallery = it.gallery }
+
+    /**
+     * [updateGallery] with the image files under [folder] ([GalleryBuilder.listImages]), decoded by
+     * [decoder] (an exception from it skips the photo, with its message as the reason).
+     */
+    fun updateGallery(folder: File, decoder: (File) -> Pixels, rebuild: Boolean = false): GalleryBuilder.Update {
+        val photos = GalleryBuilder.listImages(folder).map { name -> GalleryBuilder.Photo(name) { decoder(File(folder, name)) } }
+        return updateGallery(folder.canonicalPath, photos, rebuild)
+    }
 
     /** A text of the bundle: its [id] in `index/texts.json`, the [text], and cosine [score]. */
     data class Hit(val id: Int, val text: String, val score: Float)
@@ -54,7 +79,7 @@ class Retriever private constructor(
     fun topImages(textId: Int, k: Int = 5): ImageResults {
         val g = gallery ?: throw IllegalStateException(
             "${File(bundle.root, Gallery.DIR).path}: this bundle has no gallery; build one on the host with " +
-                "`ammkd search --bundle B --gallery PHOTOS --text ...` (or embed photos on the device)",
+                "`ammkd search --bundle B --gallery PHOTOS --text ...`, or on the device with updateGallery",
         )
         require(textId in 0 until index.count) { "text id $textId is outside 0..${index.count - 1}" }
         val t0 = System.nanoTime()
@@ -73,7 +98,14 @@ class Retriever private constructor(
          * SHA-256) and loaded. [format]/[quantization] pick the ONNX Runtime target (default the
          * unquantized `onnx` one); [threads] is ONNX Runtime's intra-op thread count.
          */
-        fun open(bundleDir: File, threads: Int = 1, format: String = "onnx", quantization: String = "none"): Retriever {
+        fun open(bundleDir: File, threads: Int = 1, format: String = "onnx", quantization: String = "none"): Retriever =
+            open(bundleDir) { bundle -> OnnxImageEncoder.open(bundle, threads, format, quantization) }
+
+        /**
+         * Open a bundle folder with the image encoder [openEncoder] makes from the checked bundle
+         * (e.g. an ExecuTorch one); it must read its model through [Bundle.readBytes] (hash check).
+         */
+        fun open(bundleDir: File, openEncoder: (Bundle) -> ImageEncoder): Retriever {
             val t0 = System.nanoTime()
             val bundle = Bundle.open(bundleDir)
             val pre = try {
@@ -83,7 +115,7 @@ class Retriever private constructor(
             }
             val index = ClassIndex.load(bundle)
             val gallery = Gallery.open(bundle)
-            val encoder = OnnxImageEncoder.open(bundle, threads, format, quantization)
+            val encoder = openEncoder(bundle)
             return Retriever(bundle, pre, encoder, index, gallery, ms(t0, System.nanoTime()))
         }
 
