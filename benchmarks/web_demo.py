@@ -5,7 +5,7 @@ thread and with several, beside ONNX Runtime (Python) on the same model in the s
 
 The bundle is served by `ammkd serve`'s server (in this process, on a free port) and the page is
 driven by `web_demo/tests/drive.mjs` (playwright-core + Debian's Chromium): for each thread count
-a fresh page is loaded (`?threads=N`; load = navigation start to the page's ready state, which
+a fresh page is loaded (`?ep=wasm&threads=N`; load = navigation start to the page's ready state, which
 includes fetching and hash-checking the model and the index), then the bundle's golden input is
 encoded and searched (top-10) `--runs` times after 5 warm-ups. The Python figure is ONNX Runtime
 (one thread) and the apps' NumPy top-10 on the same golden input. Writes
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> dict:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_address[1]}/"
     try:
-        pages = [_page(f"{base}?threads={n}", args.runs) for n in args.threads]
+        pages = [_page(f"{base}?ep=wasm&threads={n}", args.runs) for n in args.threads]
     finally:
         server.shutdown()
     python = _python(args.bundle, args.runs)

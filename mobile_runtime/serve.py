@@ -4,7 +4,7 @@ URL space, and nothing else:
 
     /                 web_demo/index.html
     /<file>           a top-level file of web_demo/ (.html, .js, .mjs, .css, .png, .svg, .ico)
-    /ort/<file>       web_demo/node_modules/onnxruntime-web/dist/<file> (the WASM runtime)
+    /ort/<file>       web_demo/node_modules/onnxruntime-web/dist/<file> (the WASM and WebGPU runtimes)
     /bundle/<path>    a file of the bundle folder
     /photos/<i>       the i-th photo of the bundle's gallery (gallery/gallery.json), when it has one
 
@@ -26,7 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from ammkd.common.errors import ConfigError
+from ammkd.common.errors import BundleError, ConfigError
 from ammkd.export.bundle_format import BundleReader
 from ammkd.mobile_runtime.gallery import open_gallery
 
@@ -175,6 +175,10 @@ def make_server(
     """A bound (not yet serving) server for `bundle` and the page; the bundle and the page's
     runtime are checked first. `port=0` picks a free port (see `server.server_address`)."""
     reader = BundleReader.open(bundle)  # format, version, schema; files are hash-checked by the page
+    try:
+        reader.target("image_encoder", "onnx")
+    except BundleError as e:
+        raise ConfigError(f"{e}; the page runs ONNX: export one with `ammkd export --model M --target onnx`") from None
     web_root = check_web_demo(Path(web_root)).resolve()
     routes = {
         "/bundle/": (reader.root.resolve(), True),

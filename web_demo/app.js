@@ -1,7 +1,7 @@
-// The page: load and check the bundle, run the image encoder with onnxruntime-web (WASM), search
-// the index, show the top-k texts. Test hook: window.ammkd (state, runGolden, embedTensor, search).
+// The page: load and check the bundle, run the image encoder with onnxruntime-web (WebGPU when the
+// browser has a hardware GPU adapter, else WASM), search the index, show the top-k texts.
+// Test hook: window.ammkd (state, runGolden, embedTensor, search).
 
-import * as ort from "./ort/ort.wasm.min.mjs";
 import { Bundle, BundleError, onnxTarget } from "./bundle.js";
 import { ImageInputError, preprocessFile } from "./preprocess.js";
 import { Gallery, findText } from "./gallery.js";
@@ -11,9 +11,39 @@ const params = new URLSearchParams(location.search);
 const BUNDLE_URL = new URL(params.get("bundle") || "bundle/", location.href);
 const $ = (id) => document.getElementById(id);
 
-const state = { ready: false, error: null, status: "loading", threads: 1, crossOriginIsolated: globalThis.crossOriginIsolated === true };
+const state = {
+  ready: false,
+  error: null,
+  status: "loading",
+  threads: 1,
+  crossOriginIsolated: globalThis.crossOriginIsolated === true,
+  ep: null, // the execution provider the encoder runs on: "webgpu" or "wasm"
+  epNote: "", // why it is not WebGPU, when it is not
+};
 const timings = {};
-let bundle, target, session, index, gallery;
+let ort, bundle, target, session, index, gallery;
+
+/**
+ * ?ep=auto (default): WebGPU when the browser offers a hardware adapter, else WASM (a software
+ * adapter such as SwiftShader is slower than WASM). ?ep=webgpu: WebGPU on any adapter.
+ * ?ep=wasm: WASM only. Returns {ep, note}: note says why WebGPU is not used.
+ */
+async function chooseProvider(asked) {
+  if (!["auto", "webgpu", "wasm"].includes(asked)) throw new Error(`?ep=${asked}: use auto, webgpu or wasm`);
+  if (asked === "wasm") return { ep: "wasm", note: "WASM asked for (?ep=wasm)" };
+  if (!navigator.gpu) return { ep: "wasm", note: "this browser has no WebGPU" };
+  let adapter;
+  try {
+    adapter = await navigator.gpu.requestAdapter();
+  } catch (e) {
+    return { ep: "wasm", note: `WebGPU adapter request failed (${e.message})` };
+  }
+  if (!adapter) return { ep: "wasm", note: "WebGPU offers no adapter here" };
+  const info = adapter.info || {};
+  const software = info.isFallbackAdapter || adapter.isFallbackAdapter || info.architecture === "swiftshader";
+  if (software && asked === "auto") return { ep: "wasm", note: "WebGPU adapter is software (slower than WASM); ?ep=webgpu forces it" };
+  return { ep: "webgpu", note: "", adapter: [info.vendor, info.architecture].filter(Boolean).join(" ") };
+}
 
 function setStatus(text, kind = "info") {
   state.status = text;
@@ -106,8 +136,26 @@ async function runFile(file) {
   }
 }
 
+/** The encoder's session on `choice.ep`; a WebGPU session that cannot be created falls back to WASM. */
+async function createSession(modelBytes, choice) {
+  const options = { graphOptimizationLevel: "all" };
+  if (target.session_config) options.extra = { ...target.session_config }; // e.g. session.disable_quant_qdq
+  if (choice.ep === "webgpu") {
+    try {
+      return await ort.InferenceSession.create(modelBytes, { ...options, executionProviders: ["webgpu", "wasm"] });
+    } catch (e) {
+      choice.ep = "wasm";
+      choice.note = `WebGPU session failed (${e.message || e}); running on WASM`;
+    }
+  }
+  return ort.InferenceSession.create(modelBytes, { ...options, executionProviders: ["wasm"] });
+}
+
 async function load() {
   const t0 = performance.now();
+  const choice = await chooseProvider(params.get("ep") || "auto");
+  // the WebGPU build of onnxruntime-web also runs WASM; the plain WASM build is smaller
+  ort = await import(choice.ep === "webgpu" ? "./ort/ort.webgpu.min.mjs" : "./ort/ort.wasm.min.mjs");
   ort.env.wasm.wasmPaths = new URL("ort/", location.href).href; // served locally, never a CDN
   const asked = parseInt(params.get("threads") || "", 10); // ?threads=N pins the WASM threads (benchmarks)
   const most = state.crossOriginIsolated ? Math.max(1, Math.min(4, navigator.hardwareConcurrency || 1)) : 1;
@@ -126,16 +174,20 @@ async function load() {
     throw new BundleError(`${m.index.texts.path}: expected a list of ${m.index.count} texts`);
   }
   index = new TextIndex(decodeFloat16(vectorBytes), texts, m.index.count, m.index.dim);
-  const options = { executionProviders: ["wasm"], graphOptimizationLevel: "all" };
-  if (target.session_config) options.extra = { ...target.session_config }; // e.g. session.disable_quant_qdq
-  setStatus("starting the encoder…");
-  session = await ort.InferenceSession.create(new Uint8Array(modelBytes), options);
+  setStatus(`starting the encoder (${choice.ep === "webgpu" ? "WebGPU" : "WASM"})…`);
+  session = await createSession(new Uint8Array(modelBytes), choice);
+  state.ep = choice.ep;
+  state.epNote = choice.note;
   timings.load = performance.now() - t0;
+  const runtime =
+    choice.ep === "webgpu"
+      ? `WebGPU${choice.adapter ? " (" + choice.adapter + ")" : ""}`
+      : `WASM, ${state.threads} thread(s)${state.crossOriginIsolated ? "" : " (not cross-origin isolated)"}`;
   const model = m.model ? m.model.name || m.model.student || "" : "";
   $("bundle-info").textContent =
     `${model ? model + " · " : ""}${target.file.path} (${(target.file.bytes / 1e6).toFixed(1)} MB, ${target.quantization}) · ` +
-    `${m.index.count} texts × ${m.index.dim} · input ${m.input.size}px · ${state.threads} thread(s)` +
-    (state.crossOriginIsolated ? "" : " (not cross-origin isolated)");
+    `${m.index.count} texts × ${m.index.dim} · input ${m.input.size}px · ${runtime}` +
+    (choice.note ? ` · ${choice.note}` : "");
   gallery = await Gallery.open(bundle);
   if (gallery) {
     $("gallery").hidden = false;
@@ -212,7 +264,7 @@ async function benchGolden(i = 0, runs = 30, warmup = 5) {
     search(embedding, 10);
     if (r >= warmup) rows.push({ encode: timings.encode, search: timings.search });
   }
-  return { threads: state.threads, load: timings.load, rows };
+  return { threads: state.threads, ep: state.ep, load: timings.load, rows };
 }
 
 window.ammkd = { state, timings, runGolden, benchGolden, searchGallery, runFile, embedTensor: async (t) => Array.from(await embedTensor(t)), search };

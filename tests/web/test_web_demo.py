@@ -78,19 +78,10 @@ def _cosine(a, b) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
-def test_page_matches_python_runtime(pipeline):
-    _need_browser()
-    from ammkd.mobile_runtime.retriever import Retriever
-
-    bundle = pipeline["bundle"]
-    r = Retriever.open(bundle)
+def _check_golden(report: dict, r, bound: float = 0.999) -> None:
+    """The page's embedding and top-k for each golden input it ran vs the Python runtime's."""
     golden = r.bundle.manifest["golden"]
-    image = r.bundle.root / golden[0]["image"]["path"]
-    with serving(bundle) as url:
-        report = drive(url + "/", "--golden", "0", "--golden", "1", "--upload", str(image))
-    state = report["state"]
-    assert state["ready"] and state["error"] is None, state
-    assert report["crossOriginIsolated"] is True  # COOP/COEP let the WASM runtime use threads
+    assert len(report["golden"]) == len(golden) > 0
     for i, page in enumerate(report["golden"]):
         x = r.bundle.read_array(golden[i]["input"])
         expected = r.search_embedding(r.encoder.embed(x), k=5)
@@ -98,8 +89,24 @@ def test_page_matches_python_runtime(pipeline):
         assert [h["id"] for h in page["topk"]] == golden[i]["topk_ids"]
         np.testing.assert_allclose([h["score"] for h in page["topk"]], [h.score for h in expected], atol=1e-4)
         cos = _cosine(page["embedding"], r.bundle.read_array(golden[i]["embedding"]))
-        assert cos >= 0.999, f"golden {i}: cosine {cos:.6f} to the PyTorch embedding"
+        assert cos >= bound, f"golden {i}: cosine {cos:.6f} to the PyTorch embedding"
         assert set(page["timings"]) >= {"load", "encode", "search"}
+
+
+def test_page_matches_python_runtime(pipeline):
+    _need_browser()
+    from ammkd.mobile_runtime.retriever import Retriever
+
+    bundle = pipeline["bundle"]
+    r = Retriever.open(bundle)
+    image = r.bundle.root / r.bundle.manifest["golden"][0]["image"]["path"]
+    with serving(bundle) as url:
+        report = drive(url + "/", "--golden", "0", "--golden", "1", "--upload", str(image))
+    state = report["state"]
+    assert state["ready"] and state["error"] is None, state
+    assert state["ep"] == "wasm"  # the tests' Chromium runs with its GPU disabled
+    assert report["crossOriginIsolated"] is True  # COOP/COEP let the WASM runtime use threads
+    _check_golden(report, r)
     # the golden image through the file input: canvas preprocessing, encoder, search, shown texts
     (upload,) = report["uploads"]
     assert upload["message"] == ""
@@ -108,31 +115,93 @@ def test_page_matches_python_runtime(pipeline):
     assert "preprocess" in upload["timings"] and "encode" in upload["timings"]
 
 
+def test_page_runs_webgpu_and_falls_back_to_wasm(pipeline):
+    """Headless Chromium with WebGPU enabled offers SwiftShader's software adapter: a real WebGPU
+    device (Vulkan on the CPU), so the WebGPU execution provider runs here for real."""
+    _need_browser()
+    from ammkd.mobile_runtime.retriever import Retriever
+
+    r = Retriever.open(pipeline["bundle"])
+    with serving(pipeline["bundle"]) as url:
+        gpu = drive(url + "/?ep=webgpu", "--webgpu", "--golden", "0", "--golden", "1")
+        auto_on_software = drive(url + "/", "--webgpu")
+        no_adapter = drive(url + "/?ep=webgpu")
+        unknown = drive(url + "/?ep=cuda")
+    assert gpu["state"]["ready"] and gpu["state"]["ep"] == "webgpu", gpu["state"]
+    _check_golden(gpu, r)
+    # auto takes WebGPU only on a hardware adapter; without an adapter WebGPU falls back to WASM
+    assert auto_on_software["state"]["ready"] and auto_on_software["state"]["ep"] == "wasm"
+    assert "software" in auto_on_software["state"]["epNote"]
+    assert no_adapter["state"]["ready"] and no_adapter["state"]["ep"] == "wasm"
+    assert "no adapter" in no_adapter["state"]["epNote"] or "no WebGPU" in no_adapter["state"]["epNote"]
+    assert not unknown["state"]["ready"] and "?ep=cuda: use auto, webgpu or wasm" in unknown["state"]["error"]
+
+
+def _big_photo(path: Path, width: int = 6000, height: int = 4000) -> Path:
+    """A 24-megapixel JPEG (smooth, so the file stays small)."""
+    from PIL import Image
+
+    x = np.linspace(0, 255, width, dtype=np.float32)
+    y = np.linspace(0, 255, height, dtype=np.float32)[:, None]
+    rgb = np.stack([np.broadcast_to(x, (height, width)), np.broadcast_to(y, (height, width)), (x + y) % 256], -1)
+    Image.fromarray(rgb.astype(np.uint8)).save(path, quality=80)
+    return path
+
+
 def test_page_refuses_bad_bundles_and_non_images(pipeline, tmp_path):
     _need_browser()
-    tampered = tmp_path / "tampered"
-    shutil.copytree(pipeline["bundle"], tampered)
-    vectors = tampered / "index" / "class_vectors.f16.bin"
-    data = bytearray(vectors.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    vectors.write_bytes(bytes(data))
-    with serving(tampered) as url:
-        report = drive(url + "/")
-    assert not report["state"]["ready"]
-    assert "index/class_vectors.f16.bin: SHA-256 does not match" in report["state"]["error"]
-    assert report["statusText"].startswith("refused: index/class_vectors.f16.bin")
+    bad = shutil.copytree(pipeline["bundle"], tmp_path / "bad")
+    manifest = json.loads((bad / "manifest.json").read_text())
+    model = next(t for t in manifest["targets"] if t["format"] == "onnx")["file"]["path"]
 
-    missing = tmp_path / "missing"
-    shutil.copytree(pipeline["bundle"], missing)
-    (missing / "index" / "texts.json").unlink()
-    with serving(missing) as url:
+    def refused(mutate) -> dict:
+        """The page's report on the bundle after `mutate(folder)` (the server started on the good one)."""
+        shutil.rmtree(bad)
+        shutil.copytree(pipeline["bundle"], bad)
+        mutate(bad)
         report = drive(url + "/")
-    assert "index/texts.json: missing from the bundle (HTTP 404)" in report["state"]["error"]
+        assert not report["state"]["ready"]
+        assert report["statusText"] == "refused: " + report["state"]["error"]  # shown on the page
+        return report["state"]
 
+    def flip_byte(folder: Path) -> None:
+        vectors = folder / "index" / "class_vectors.f16.bin"
+        data = bytearray(vectors.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        vectors.write_bytes(bytes(data))
+
+    def without_onnx_target(folder: Path) -> None:
+        m = dict(manifest, targets=[t for t in manifest["targets"] if t["format"] != "onnx"])
+        (folder / "manifest.json").write_text(json.dumps(m))
+
+    with serving(bad) as url:
+        state = refused(flip_byte)
+        assert "index/class_vectors.f16.bin: SHA-256 does not match" in state["error"]
+        state = refused(lambda f: (f / "index" / "texts.json").unlink())
+        assert "index/texts.json: missing from the bundle (HTTP 404)" in state["error"]
+        state = refused(lambda f: (f / model).unlink())
+        assert f"{model}: missing from the bundle (HTTP 404)" in state["error"]
+        state = refused(without_onnx_target)
+        assert "no image_encoder target in format onnx" in state["error"] and "has: " in state["error"]
+        state = refused(lambda f: (f / "manifest.json").unlink())
+        assert "manifest.json: missing from the bundle (HTTP 404)" in state["error"]
+        state = refused(lambda f: (f / "manifest.json").write_text(json.dumps(manifest)[:200]))
+        assert "manifest.json: not valid JSON" in state["error"]
+
+    # the server itself refuses a bundle the page cannot run, naming what it has
+    without_onnx_target(bad)
+    with pytest.raises(ConfigError, match=r"no image_encoder target in format onnx \(has: .*--target onnx"):
+        make_server(bad, port=0)
+
+    big = _big_photo(tmp_path / "big.jpg")
     with serving(pipeline["bundle"]) as url:
-        report = drive(url + "/", "--upload", str(WEB_DEMO / "package.json"))
-    (upload,) = report["uploads"]
-    assert upload["message"].startswith("package.json: not an image") and upload["results"] == []
+        report = drive(url + "/", "--upload", str(WEB_DEMO / "package.json"), "--upload", str(big))
+    not_image, huge = report["uploads"]
+    assert not_image["message"].startswith("package.json: not an image") and not_image["results"] == []
+    # downscaled once by the browser before the crop: results, no freeze, the original size reported
+    assert huge["message"] == "" and len(huge["results"]) == 5, huge
+    assert "preprocess" in huge["timings"]
+    assert huge["caption"] == "big.jpg (6000x4000)"
 
 
 def _get(url: str, path: str, method: str = "GET") -> tuple[int, dict, bytes]:
@@ -239,3 +308,23 @@ def test_gallery_text_search_in_the_page_matches_python(pipeline, tmp_path):
     found, unknown = report["gallery"]
     assert found["text"] == caption and [h["image"] for h in found["hits"]] == want
     assert "not one of the bundle's texts" in unknown["error"] and len(unknown["suggestions"]) == 5
+
+
+def test_screenshot_of_the_page_with_results(pipeline, tmp_path):
+    """The README's screenshot, made by this harness. By default of the test bundle and its golden
+    image, into a temporary folder; the committed one (web_demo/README.md says how) sets
+    AMMKD_WEB_SCREENSHOT (where to write), AMMKD_WEB_SCREENSHOT_BUNDLE and AMMKD_WEB_SCREENSHOT_PHOTO."""
+    _need_browser()
+    from PIL import Image
+
+    bundle = Path(os.environ.get("AMMKD_WEB_SCREENSHOT_BUNDLE") or pipeline["bundle"])
+    golden = json.loads((bundle / "manifest.json").read_text())["golden"][0]["image"]["path"]
+    photo = Path(os.environ.get("AMMKD_WEB_SCREENSHOT_PHOTO") or bundle / golden)
+    out = Path(os.environ.get("AMMKD_WEB_SCREENSHOT") or tmp_path / "screenshot.png")
+    with serving(bundle) as url:
+        report = drive(url + "/", "--upload", str(photo), "--screenshot", str(out))
+    (upload,) = report["uploads"]
+    assert upload["message"] == "" and len(upload["results"]) == 5
+    with Image.open(out) as shot:
+        assert shot.format == "PNG" and shot.width == 900 and shot.height >= 600
+    assert out.stat().st_size < 300_000, f"{out}: {out.stat().st_size} bytes; the README's screenshot must stay small"

@@ -1,7 +1,10 @@
 // Drive the demo page in headless Chromium and print one JSON object (used by tests/web).
 //
 //   node web_demo/tests/drive.mjs URL [--golden I]... [--upload FILE]... [--bench RUNS] [--gallery-text T]... [--screenshot PNG]
-//                                [--chromium PATH] [--timeout MS]
+//                                [--chromium PATH] [--timeout MS] [--webgpu]
+//
+// --webgpu launches Chromium with WebGPU enabled (headless, that is SwiftShader's software
+// adapter: the page needs ?ep=webgpu to use it); without it the GPU is disabled.
 //
 // Waits until window.ammkd.state is ready or has an error, then runs the actions in order.
 
@@ -12,8 +15,13 @@ const url = args.shift();
 const actions = [];
 let executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
 let timeout = 90000;
+let launchArgs = ["--no-sandbox", "--disable-gpu"];
 while (args.length) {
   const flag = args.shift();
+  if (flag === "--webgpu") {
+    launchArgs = ["--no-sandbox", "--enable-unsafe-webgpu"];
+    continue;
+  }
   const value = args.shift();
   if (flag === "--golden") actions.push({ golden: parseInt(value, 10) });
   else if (flag === "--upload") actions.push({ upload: value });
@@ -26,7 +34,7 @@ while (args.length) {
 }
 
 const result = { url, console: [], pageErrors: [], golden: [], uploads: [], bench: [], gallery: [] };
-const browser = await chromium.launch({ executablePath, headless: true, args: ["--no-sandbox", "--disable-gpu"] });
+const browser = await chromium.launch({ executablePath, headless: true, args: launchArgs });
 try {
   const page = await browser.newPage({ viewport: { width: 900, height: 640 } });
   page.on("console", (m) => result.console.push(`${m.type()}: ${m.text()}`));
@@ -63,6 +71,7 @@ try {
         message: await page.textContent("#message"),
         results: await page.$$eval("#results li", (lis) => lis.map((li) => li.textContent)),
         timings: await page.textContent("#timings"),
+        caption: await page.textContent("#results-caption"),
       });
     } else if ("screenshot" in a) {
       await page.screenshot({ path: a.screenshot, fullPage: true });
