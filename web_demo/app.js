@@ -2,7 +2,7 @@
 // browser has a hardware GPU adapter, else WASM), search the index, show the top-k texts.
 // Test hook: window.ammkd (state, runGolden, embedTensor, search).
 
-import { Bundle, BundleError, onnxTarget } from "./bundle.js";
+import { Bundle, BundleError, FileSource, UrlSource, onnxTarget } from "./bundle.js";
 import { ImageInputError, preprocessFile } from "./preprocess.js";
 import { Gallery, findText } from "./gallery.js";
 import { TextIndex, decodeFloat16 } from "./search.js";
@@ -19,6 +19,8 @@ const state = {
   crossOriginIsolated: globalThis.crossOriginIsolated === true,
   ep: null, // the execution provider the encoder runs on: "webgpu" or "wasm"
   epNote: "", // why it is not WebGPU, when it is not
+  source: "", // where the bundle comes from: the server's /bundle/ or a folder the user opened
+  loads: 0, // bundles loaded (or refused) so far: a new folder starts load number loads + 1
 };
 const timings = {};
 let ort, bundle, target, session, index, gallery;
@@ -136,24 +138,31 @@ async function runFile(file) {
   }
 }
 
-/** The encoder's session on `choice.ep`; a WebGPU session that cannot be created falls back to WASM. */
+/**
+ * The encoder's session on `choice.ep` -> {session, ep, note}; a WebGPU session that cannot be
+ * created falls back to WASM, and the note says why.
+ */
 async function createSession(modelBytes, choice) {
   const options = { graphOptimizationLevel: "all" };
   if (target.session_config) options.extra = { ...target.session_config }; // e.g. session.disable_quant_qdq
+  let note = choice.note;
   if (choice.ep === "webgpu") {
     try {
-      return await ort.InferenceSession.create(modelBytes, { ...options, executionProviders: ["webgpu", "wasm"] });
+      const gpu = await ort.InferenceSession.create(modelBytes, { ...options, executionProviders: ["webgpu", "wasm"] });
+      return { session: gpu, ep: "webgpu", note };
     } catch (e) {
-      choice.ep = "wasm";
-      choice.note = `WebGPU session failed (${e.message || e}); running on WASM`;
+      note = `WebGPU session failed (${e.message || e}); running on WASM`;
     }
   }
-  return ort.InferenceSession.create(modelBytes, { ...options, executionProviders: ["wasm"] });
+  return { session: await ort.InferenceSession.create(modelBytes, { ...options, executionProviders: ["wasm"] }), ep: "wasm", note };
 }
 
-async function load() {
-  const t0 = performance.now();
-  const choice = await chooseProvider(params.get("ep") || "auto");
+/** Runtime settings are fixed by the first load: onnxruntime-web is configured once per page. */
+let choice = null;
+
+async function startRuntime() {
+  if (choice) return;
+  choice = await chooseProvider(params.get("ep") || "auto");
   // the WebGPU build of onnxruntime-web also runs WASM; the plain WASM build is smaller
   ort = await import(choice.ep === "webgpu" ? "./ort/ort.webgpu.min.mjs" : "./ort/ort.wasm.min.mjs");
   ort.env.wasm.wasmPaths = new URL("ort/", location.href).href; // served locally, never a CDN
@@ -161,8 +170,27 @@ async function load() {
   const most = state.crossOriginIsolated ? Math.max(1, Math.min(4, navigator.hardwareConcurrency || 1)) : 1;
   state.threads = Number.isInteger(asked) && asked > 0 ? Math.min(asked, most) : most;
   ort.env.wasm.numThreads = state.threads;
-  setStatus(`loading bundle from ${BUNDLE_URL.pathname}…`);
-  bundle = await Bundle.open(BUNDLE_URL);
+}
+
+/** Forget the current bundle (a new one is being opened): controls off, results and session gone. */
+async function unload() {
+  state.ready = false;
+  state.error = null;
+  for (const el of document.querySelectorAll("#file, #camera, #k")) el.disabled = true;
+  for (const id of ["results", "photos"]) $(id).replaceChildren();
+  for (const id of ["results-caption", "message", "gallery-message", "timings", "bundle-info"]) $(id).textContent = "";
+  $("gallery").hidden = true;
+  for (const key of Object.keys(timings)) delete timings[key];
+  if (session) await session.release().catch(() => {});
+  session = index = gallery = bundle = null;
+}
+
+async function load(source) {
+  const t0 = performance.now();
+  await startRuntime();
+  state.source = source.label;
+  setStatus(`loading bundle from ${source.label}…`);
+  bundle = await Bundle.open(source);
   const m = bundle.manifest;
   target = onnxTarget(m);
   const [modelBytes, vectorBytes, texts] = await Promise.all([
@@ -175,19 +203,20 @@ async function load() {
   }
   index = new TextIndex(decodeFloat16(vectorBytes), texts, m.index.count, m.index.dim);
   setStatus(`starting the encoder (${choice.ep === "webgpu" ? "WebGPU" : "WASM"})…`);
-  session = await createSession(new Uint8Array(modelBytes), choice);
-  state.ep = choice.ep;
-  state.epNote = choice.note;
+  const created = await createSession(new Uint8Array(modelBytes), choice);
+  session = created.session;
+  state.ep = created.ep;
+  state.epNote = created.note;
   timings.load = performance.now() - t0;
   const runtime =
-    choice.ep === "webgpu"
+    state.ep === "webgpu"
       ? `WebGPU${choice.adapter ? " (" + choice.adapter + ")" : ""}`
       : `WASM, ${state.threads} thread(s)${state.crossOriginIsolated ? "" : " (not cross-origin isolated)"}`;
   const model = m.model ? m.model.name || m.model.student || "" : "";
   $("bundle-info").textContent =
     `${model ? model + " · " : ""}${target.file.path} (${(target.file.bytes / 1e6).toFixed(1)} MB, ${target.quantization}) · ` +
     `${m.index.count} texts × ${m.index.dim} · input ${m.input.size}px · ${runtime}` +
-    (choice.note ? ` · ${choice.note}` : "");
+    (state.epNote ? ` · ${state.epNote}` : "");
   gallery = await Gallery.open(bundle);
   if (gallery) {
     $("gallery").hidden = false;
@@ -196,7 +225,21 @@ async function load() {
   showTimings();
   state.ready = true;
   setStatus("ready: choose or drop a photo", "ok");
-  for (const el of document.querySelectorAll("input[type=file], #k")) el.disabled = false;
+  for (const el of document.querySelectorAll("#file, #camera, #k")) el.disabled = false;
+}
+
+/** Open a bundle (the server's, or a folder the user chose): refusals are shown, never thrown. */
+async function openBundle(source) {
+  await unload();
+  try {
+    await load(source);
+  } catch (e) {
+    state.error = e instanceof BundleError ? e.message : `${e.name || "Error"}: ${e.message || e}`;
+    setStatus(`refused: ${state.error}`, "error");
+    console.error(e);
+  } finally {
+    state.loads += 1;
+  }
 }
 
 function wire() {
@@ -217,11 +260,18 @@ function wire() {
     drop.classList.add("over");
   });
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-  drop.addEventListener("drop", (ev) => {
+  drop.addEventListener("drop", async (ev) => {
     ev.preventDefault();
     drop.classList.remove("over");
+    const item = ev.dataTransfer && ev.dataTransfer.items && ev.dataTransfer.items[0];
+    const entry = item && item.webkitGetAsEntry ? item.webkitGetAsEntry() : null;
+    if (entry && entry.isDirectory) return openBundle(await FileSource.fromDirectoryEntry(entry)); // a bundle folder
     const f = ev.dataTransfer && ev.dataTransfer.files[0];
     if (f) runFile(f);
+  });
+  $("folder").addEventListener("change", (ev) => {
+    if (ev.target.files && ev.target.files.length) openBundle(FileSource.fromFileList(ev.target.files));
+    ev.target.value = "";
   });
 }
 
@@ -242,13 +292,16 @@ function searchGallery(text, kk = k()) {
   const hits = gallery.search(query, kk);
   for (const h of hits) {
     const li = document.createElement("li");
-    const img = document.createElement("img");
-    img.src = h.url;
-    img.alt = h.image;
-    img.width = 96;
     const cap = document.createElement("span");
     cap.textContent = `${h.score.toFixed(3)} ${h.image}`;
-    li.append(img, cap);
+    if (h.url) {
+      const img = document.createElement("img");
+      img.src = h.url;
+      img.alt = h.image;
+      img.width = 96;
+      li.append(img);
+    }
+    li.append(cap);
     list.append(li);
   }
   return { text: index.texts[found.id], textId: found.id, hits };
@@ -269,8 +322,4 @@ async function benchGolden(i = 0, runs = 30, warmup = 5) {
 
 window.ammkd = { state, timings, runGolden, benchGolden, searchGallery, runFile, embedTensor: async (t) => Array.from(await embedTensor(t)), search };
 wire();
-load().catch((e) => {
-  state.error = e instanceof BundleError ? e.message : `${e.name || "Error"}: ${e.message || e}`;
-  setStatus(`refused: ${state.error}`, "error");
-  console.error(e);
-});
+openBundle(new UrlSource(BUNDLE_URL));

@@ -83,43 +83,107 @@ export function onnxTarget(m, where = "manifest.json") {
   return t;
 }
 
-export class Bundle {
-  constructor(base, manifest) {
+/** A bundle served over HTTP: files fetched relative to `base` (a URL ending with /). */
+export class UrlSource {
+  constructor(base) {
     this.base = base;
+    this.label = new URL(base).pathname;
+    this.servesPhotos = true; // `ammkd serve` serves the gallery's photos as photos/<row>
+  }
+
+  /** path -> ArrayBuffer, or null when the server has no such file. */
+  async get(path) {
+    let resp;
+    try {
+      resp = await fetch(new URL(path, this.base), { cache: "no-cache" });
+    } catch (e) {
+      throw new BundleError(`${path}: cannot be fetched (${e.message})`);
+    }
+    if (resp.status === 404) return null;
+    if (!resp.ok) throw new BundleError(`${path}: cannot be fetched (HTTP ${resp.status})`);
+    return resp.arrayBuffer();
+  }
+
+  missing(path) {
+    return `${path}: missing from the bundle (HTTP 404)`;
+  }
+}
+
+/** A bundle folder the user picked or dropped: File objects by path relative to the folder. */
+export class FileSource {
+  constructor(files, name) {
+    this.files = files; // Map: "index/texts.json" -> File
+    this.label = `${name}/ (your folder)`;
+    this.servesPhotos = false; // the gallery's photos stay on the machine that embedded them
+  }
+
+  /** Files of a folder input (webkitdirectory): paths start with the folder's own name, which is dropped. */
+  static fromFileList(list) {
+    const files = new Map();
+    let name = "folder";
+    for (const f of list) {
+      const parts = (f.webkitRelativePath || f.name).split("/");
+      if (parts.length > 1) name = parts.shift();
+      files.set(parts.join("/"), f);
+    }
+    return new FileSource(files, name);
+  }
+
+  /** A dropped directory (FileSystemDirectoryEntry), read recursively. */
+  static async fromDirectoryEntry(dir) {
+    const files = new Map();
+    const readAll = (reader) =>
+      new Promise((resolve, reject) => {
+        const out = [];
+        const next = () =>
+          reader.readEntries((batch) => (batch.length ? (out.push(...batch), next()) : resolve(out)), reject);
+        next();
+      });
+    const walk = async (entry, prefix) => {
+      for (const child of await readAll(entry.createReader())) {
+        if (child.isDirectory) await walk(child, `${prefix}${child.name}/`);
+        else files.set(`${prefix}${child.name}`, await new Promise((res, rej) => child.file(res, rej)));
+      }
+    };
+    await walk(dir, "");
+    return new FileSource(files, dir.name);
+  }
+
+  async get(path) {
+    const f = this.files.get(path);
+    return f ? f.arrayBuffer() : null;
+  }
+
+  missing(path) {
+    return `${path}: missing from the folder you opened (is it a bundle folder, made by ammkd export?)`;
+  }
+}
+
+export class Bundle {
+  constructor(source, manifest) {
+    this.source = source;
     this.manifest = manifest;
   }
 
-  /** Fetch and validate manifest.json at `base` (a URL ending with /). */
-  static async open(base) {
-    const url = new URL("manifest.json", base);
-    let resp;
-    try {
-      resp = await fetch(url, { cache: "no-cache" });
-    } catch (e) {
-      throw new BundleError(`manifest.json: cannot be fetched (${e.message})`);
-    }
-    if (!resp.ok) throw new BundleError(`manifest.json: missing from the bundle (HTTP ${resp.status})`);
+  /** Read and validate manifest.json from a UrlSource or FileSource. */
+  static async open(source) {
+    const raw = await source.get("manifest.json");
+    if (raw === null) throw new BundleError(source.missing("manifest.json"));
     let manifest;
     try {
-      manifest = JSON.parse(await resp.text());
+      manifest = JSON.parse(new TextDecoder().decode(raw));
     } catch (e) {
       throw new BundleError(`manifest.json: not valid JSON (${e.message}); the file is truncated or corrupt`);
     }
     validateManifest(manifest);
-    return new Bundle(base, manifest);
+    return new Bundle(source, manifest);
   }
 
   /** A file's bytes (ArrayBuffer), checked against its entry (size, SHA-256) before they are returned. */
   async readBytes(entry) {
     const where = entry.path;
-    let resp;
-    try {
-      resp = await fetch(new URL(entry.path, this.base), { cache: "no-cache" });
-    } catch (e) {
-      throw new BundleError(`${where}: cannot be fetched (${e.message})`);
-    }
-    if (!resp.ok) throw new BundleError(`${where}: missing from the bundle (HTTP ${resp.status})`);
-    const data = await resp.arrayBuffer();
+    const data = await this.source.get(entry.path);
+    if (data === null) throw new BundleError(this.source.missing(where));
     if (data.byteLength !== entry.bytes) {
       throw new BundleError(`${where}: size ${data.byteLength} bytes, manifest says ${entry.bytes} (truncated or replaced)`);
     }
@@ -128,7 +192,6 @@ export class Bundle {
     }
     return data;
   }
-
   async readJson(entry) {
     const data = await this.readBytes(entry);
     try {

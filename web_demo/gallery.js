@@ -1,6 +1,7 @@
 // The bundle's optional gallery (gallery/gallery.json + gallery/embeddings.f32.bin, written by
 // `ammkd search --gallery`, see mobile_runtime/gallery.py): photos ranked by cosine to a text's
-// class vector. The photos themselves are served by `ammkd serve` as photos/<row>.
+// class vector. The photos themselves are served by `ammkd serve` as photos/<row>; a bundle
+// folder opened from disk has none of them (only their names).
 
 import { BundleError } from "./bundle.js";
 import { scoresOf, topk } from "./search.js";
@@ -8,8 +9,9 @@ import { scoresOf, topk } from "./search.js";
 export const GALLERY_FORMAT = "ammkd-gallery";
 
 export class Gallery {
-  constructor(manifest, vectors) {
+  constructor(manifest, vectors, servesPhotos) {
     this.manifest = manifest;
+    this.servesPhotos = servesPhotos;
     this.vectors = vectors;
     this.count = manifest.images.length;
     this.dim = manifest.dim;
@@ -17,11 +19,11 @@ export class Gallery {
 
   /** The bundle's gallery, its embeddings checked (size, SHA-256), or null when it has none. */
   static async open(bundle) {
-    const resp = await fetch(new URL("gallery/gallery.json", bundle.base), { cache: "no-cache" });
-    if (resp.status === 404) return null;
+    const raw = await bundle.source.get("gallery/gallery.json");
+    if (raw === null) return null;
     let m;
     try {
-      m = JSON.parse(await resp.text());
+      m = JSON.parse(new TextDecoder().decode(raw));
     } catch (e) {
       throw new BundleError(`gallery/gallery.json: not valid JSON (${e.message})`);
     }
@@ -32,15 +34,15 @@ export class Gallery {
     if (vectors.length !== m.images.length * m.dim) {
       throw new BundleError(`${m.embeddings.path}: ${vectors.length} values for ${m.images.length} photos x ${m.dim}`);
     }
-    return new Gallery(m, vectors);
+    return new Gallery(m, vectors, bundle.source.servesPhotos);
   }
 
-  /** query (D) unit vector -> [{id, score, image, url}] best first. */
+  /** query (D) unit vector -> [{id, score, image, url}] best first (url null when no photos are served). */
   search(query, k = 5) {
     return topk(scoresOf(query, this.vectors, this.count, this.dim), k).map((h) => ({
       ...h,
       image: this.manifest.images[h.id],
-      url: `photos/${h.id}`,
+      url: this.servesPhotos ? `photos/${h.id}` : null,
     }));
   }
 }

@@ -328,3 +328,46 @@ def test_screenshot_of_the_page_with_results(pipeline, tmp_path):
     with Image.open(out) as shot:
         assert shot.format == "PNG" and shot.width == 900 and shot.height >= 600
     assert out.stat().st_size < 300_000, f"{out}: {out.stat().st_size} bytes; the README's screenshot must stay small"
+
+
+def test_page_opens_a_bundle_folder_from_disk(pipeline, tmp_path):
+    """A bundle folder picked in the page (no server-side bundle needed): checked as a served one,
+    refused when tampered or not a bundle, and run like a served one; its gallery has no photos."""
+    _need_browser()
+    from conftest import TINY_DATA
+
+    from ammkd.distill.data import load_split
+    from ammkd.mobile_runtime.gallery import find_text, update_gallery
+    from ammkd.mobile_runtime.retriever import Retriever
+
+    good = shutil.copytree(pipeline["bundle"], tmp_path / "my-bundle")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    data = load_split(TINY_DATA, "val")
+    for i in range(8):
+        data.image(i).save(photos / f"{i:02d}.png")
+    r = Retriever.open(good)
+    gallery = update_gallery(r, photos).gallery
+    caption = data.captions[2][0]
+    want = [Path(p).name for p, _ in gallery.search(r.index[find_text(r.texts, caption)], 5)]
+    tampered = shutil.copytree(pipeline["bundle"], tmp_path / "tampered")
+    model = tampered / r.target["file"]["path"]
+    raw = bytearray(model.read_bytes())
+    raw[len(raw) // 3] ^= 0x10
+    model.write_bytes(bytes(raw))
+
+    with serving(pipeline["bundle"]) as url:
+        report = drive(
+            url + "/",
+            *("--open-folder", str(tampered), "--open-folder", str(photos), "--open-folder", str(good)),
+            *("--golden", "0", "--golden", "1", "--gallery-text", caption),
+        )
+    refused_model, not_a_bundle, opened = report["folders"]
+    assert not refused_model["state"]["ready"]
+    assert f"{r.target['file']['path']}: SHA-256 does not match" in refused_model["state"]["error"]
+    assert refused_model["statusText"].startswith("refused: ")
+    assert "manifest.json: missing from the folder you opened" in not_a_bundle["state"]["error"]
+    assert opened["state"]["ready"] and opened["state"]["source"] == "my-bundle/ (your folder)"
+    _check_golden(report, r)
+    (found,) = report["gallery"]
+    assert [h["image"] for h in found["hits"]] == want and all(h["url"] is None for h in found["hits"])

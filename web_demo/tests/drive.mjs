@@ -1,6 +1,7 @@
 // Drive the demo page in headless Chromium and print one JSON object (used by tests/web).
 //
 //   node web_demo/tests/drive.mjs URL [--golden I]... [--upload FILE]... [--bench RUNS] [--gallery-text T]... [--screenshot PNG]
+//                                [--open-folder DIR]...
 //                                [--chromium PATH] [--timeout MS] [--webgpu]
 //
 // --webgpu launches Chromium with WebGPU enabled (headless, that is SwiftShader's software
@@ -28,12 +29,13 @@ while (args.length) {
   else if (flag === "--bench") actions.push({ bench: parseInt(value, 10) });
   else if (flag === "--gallery-text") actions.push({ galleryText: value });
   else if (flag === "--screenshot") actions.push({ screenshot: value });
+  else if (flag === "--open-folder") actions.push({ openFolder: value });
   else if (flag === "--chromium") executablePath = value;
   else if (flag === "--timeout") timeout = parseInt(value, 10);
   else throw new Error(`unknown flag ${flag}`);
 }
 
-const result = { url, console: [], pageErrors: [], golden: [], uploads: [], bench: [], gallery: [] };
+const result = { url, console: [], pageErrors: [], golden: [], uploads: [], bench: [], gallery: [], folders: [] };
 const browser = await chromium.launch({ executablePath, headless: true, args: launchArgs });
 try {
   const page = await browser.newPage({ viewport: { width: 900, height: 640 } });
@@ -48,8 +50,19 @@ try {
   result.state = await page.evaluate(() => ({ ...window.ammkd.state }));
   result.statusText = await page.textContent("#status");
   for (const a of actions) {
-    if (!result.state.ready && !("screenshot" in a)) continue; // a refused bundle: nothing to run
-    if ("galleryText" in a) {
+    const ready = await page.evaluate(() => window.ammkd.state.ready);
+    if (!ready && !("screenshot" in a) && !("openFolder" in a)) continue; // a refused bundle: nothing to run
+    if ("openFolder" in a) {
+      // the page's "Open a bundle folder" input (webkitdirectory), as a user picking the folder
+      const before = await page.evaluate(() => window.ammkd.state.loads);
+      await page.setInputFiles("#folder", a.openFolder);
+      await page.waitForFunction((n) => window.ammkd.state.loads > n, before, { timeout });
+      result.folders.push({
+        folder: a.openFolder,
+        state: await page.evaluate(() => ({ ...window.ammkd.state })),
+        statusText: await page.textContent("#status"),
+      });
+    } else if ("galleryText" in a) {
       result.gallery.push(await page.evaluate((t) => window.ammkd.searchGallery(t, 5), a.galleryText));
     } else if ("bench" in a) {
       result.bench.push(await page.evaluate((n) => window.ammkd.benchGolden(0, n, 5), a.bench));
