@@ -277,24 +277,32 @@ def test_cli_serve_refuses_missing_bundle(tmp_path):
     assert_user_error(run_cli("serve", "--bundle", str(tmp_path / "empty"), "--port", "0"), "manifest.json", "missing")
 
 
-def test_gallery_text_search_in_the_page_matches_python(pipeline, tmp_path):
-    _need_browser()
+def _with_gallery(pipeline, folder: Path, photos: int, caption_of: int):
+    """A copy of the test bundle at `folder` with a gallery of `photos` val images embedded by the
+    Python runtime -> (bundle, Retriever, gallery, a caption, Python's top-5 photo names for it)."""
     from conftest import TINY_DATA
 
     from ammkd.distill.data import load_split
     from ammkd.mobile_runtime.gallery import find_text, update_gallery
     from ammkd.mobile_runtime.retriever import Retriever
 
-    bundle = shutil.copytree(pipeline["bundle"], tmp_path / "bundle")
-    photos = tmp_path / "photos"
-    photos.mkdir()
+    bundle = shutil.copytree(pipeline["bundle"], folder)
+    source = folder.parent / f"{folder.name}-photos"
+    source.mkdir()
     data = load_split(TINY_DATA, "val")
-    for i in range(12):
-        data.image(i).save(photos / f"{i:02d}.png")
+    for i in range(photos):
+        data.image(i).save(source / f"{i:02d}.png")
     r = Retriever.open(bundle)
-    gallery = update_gallery(r, photos).gallery
-    caption = data.captions[3][0]
+    gallery = update_gallery(r, source).gallery
+    caption = data.captions[caption_of][0]
     want = [Path(p).name for p, _ in gallery.search(r.index[find_text(r.texts, caption)], 5)]
+    return bundle, r, gallery, caption, want
+
+
+def test_gallery_text_search_in_the_page_matches_python(pipeline, tmp_path):
+    _need_browser()
+    bundle, _, gallery, caption, want = _with_gallery(pipeline, tmp_path / "bundle", photos=12, caption_of=3)
+    photos = tmp_path / "bundle-photos"
     with serving(bundle) as url:
         report = drive(url + "/", "--gallery-text", caption, "--gallery-text", "zzz qqq")
         conn = http.client.HTTPConnection(url.removeprefix("http://"))
@@ -334,22 +342,8 @@ def test_page_opens_a_bundle_folder_from_disk(pipeline, tmp_path):
     """A bundle folder picked in the page (no server-side bundle needed): checked as a served one,
     refused when tampered or not a bundle, and run like a served one; its gallery has no photos."""
     _need_browser()
-    from conftest import TINY_DATA
-
-    from ammkd.distill.data import load_split
-    from ammkd.mobile_runtime.gallery import find_text, update_gallery
-    from ammkd.mobile_runtime.retriever import Retriever
-
-    good = shutil.copytree(pipeline["bundle"], tmp_path / "my-bundle")
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    data = load_split(TINY_DATA, "val")
-    for i in range(8):
-        data.image(i).save(photos / f"{i:02d}.png")
-    r = Retriever.open(good)
-    gallery = update_gallery(r, photos).gallery
-    caption = data.captions[2][0]
-    want = [Path(p).name for p, _ in gallery.search(r.index[find_text(r.texts, caption)], 5)]
+    good, r, _, caption, want = _with_gallery(pipeline, tmp_path / "my-bundle", photos=8, caption_of=2)
+    photos = tmp_path / "my-bundle-photos"
     tampered = shutil.copytree(pipeline["bundle"], tmp_path / "tampered")
     model = tampered / r.target["file"]["path"]
     raw = bytearray(model.read_bytes())
