@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from ammkd.common.files import atomic_write, atomic_write_json
-from ammkd.distill.data import load_split
+from ammkd.distill.data import load_split, without_split
 from ammkd.distill.evaluate import evaluate_student, evaluate_teacher
 from ammkd.distill.schedule import read_log
 from ammkd.distill.teacher_training import TeacherConfig, train_teacher
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
     preset = PRESETS[args.preset]
     runs = args.runs / args.preset
     teachers = _teachers(preset, runs)
-    eval_data = load_split(preset["data"].rsplit(":train", 1)[0], preset["eval"])
+    eval_data = load_split(without_split(preset["data"]), preset["eval"])
     teacher_scores = {
         f"teacher_{'AB'[i]}": round(evaluate_teacher(load_teacher(str(t)), eval_data)["mean_recall"], 2)
         for i, t in enumerate(teachers)

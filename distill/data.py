@@ -256,6 +256,17 @@ def _flickr8k(args: list[str], split: str) -> ImageTextData:
     return _from_files(f"flickr8k:{root}:{split}", grouped)
 
 
+def without_split(spec: str) -> str:
+    """The DATA spec with any split it names removed (flickr8k:DIR:train -> flickr8k:DIR), so
+    that `load_split(without_split(spec), s)` gives split s of the same dataset."""
+    kind, _, rest = spec.partition(":")
+    parts = rest.split(":") if rest else []
+    named = {"synthetic": 1, "flickr8k": 1, "karpathy": 2}.get(kind)  # where a split name sits
+    if named is not None and len(parts) > named:
+        return ":".join([kind, *parts[:named]])
+    return spec
+
+
 def load_split(spec: str, split: str) -> ImageTextData:
     """Parse a DATA spec and load `split` of it (a split named in the spec wins)."""
     kind, _, rest = spec.partition(":")

@@ -30,7 +30,7 @@ from ammkd.common.progress import progress
 from ammkd.distill.augment import Augment
 from ammkd.distill.class_vectors import class_vectors
 from ammkd.distill.curves import plot_learning_curve
-from ammkd.distill.data import image_tensor, load_split
+from ammkd.distill.data import image_tensor, load_split, without_split
 from ammkd.distill.distributed import ranks
 from ammkd.distill.feature_heads import FeatureHeads
 from ammkd.distill.fusion import (
@@ -418,11 +418,12 @@ def _teacher_id(t: Teacher) -> str:
 
 
 def _write_index(out: Path, teachers: list[Teacher], cfg: DistillConfig, net: FusionNetwork | None) -> None:
-    """The deployable text set: every caption of every split, plus the class prompts, fused."""
+    """The deployable text set: every caption of every split of the dataset (also when cfg.data
+    names the train split), plus the class prompts, fused."""
     texts: dict[str, None] = {}
     for split in ("train", "val", "test"):
         try:
-            d = load_split(cfg.data, split)
+            d = load_split(without_split(cfg.data), split)
         except DataError:  # a dataset without this split: nothing to add
             continue
         texts.update(dict.fromkeys(d.texts()[0]))

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from ammkd.common.errors import DataError
-from ammkd.distill.data import image_tensor, load_split
+from ammkd.distill.data import image_tensor, load_split, without_split
 from ammkd.export.bundle_format import InputSpec
 from ammkd.mobile_runtime.preprocess import load_rgb
 
@@ -232,3 +232,20 @@ def test_open_clip_tab_separated_csv(image_folder):
     (image_folder / "train.csv").write_text("filepath\ttitle\nrgb.jpg\ta photo, with a comma\n")
     data = load_split(f"csv:{image_folder / 'train.csv'}:all", "train")
     assert data.captions == [["a photo, with a comma"]] and data.sources == [str(image_folder / "rgb.jpg")]
+
+
+@pytest.mark.parametrize(
+    ("spec", "base"),
+    [
+        ("synthetic:300:train", "synthetic:300"),
+        ("synthetic:300", "synthetic:300"),
+        ("synthetic", "synthetic"),
+        ("flickr8k:/data/f8k:train", "flickr8k:/data/f8k"),
+        ("flickr8k:/data/f8k", "flickr8k:/data/f8k"),
+        ("karpathy:k.json:imgs:train", "karpathy:k.json:imgs"),
+        ("csv:c.csv:img:cap", "csv:c.csv:img:cap"),
+        ("coco:c.json:imgs:all", "coco:c.json:imgs:all"),
+    ],
+)
+def test_without_split_keeps_the_dataset_and_drops_a_named_split(spec, base):
+    assert without_split(spec) == base

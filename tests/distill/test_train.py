@@ -91,3 +91,17 @@ def test_interrupted_distillation_resumes_exactly(pipeline, tmp_path, monkeypatc
     steps = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps))  # the log reads as one run: no step twice
     assert not (tmp_path / "resumed" / "checkpoint.pt").exists()
+
+
+def test_index_holds_every_split_even_when_the_data_names_train(pipeline, tmp_path):
+    """The deployable index is the dataset's whole text set: a student trained on
+    `synthetic:300:train` must still find the val and test captions in its bundle."""
+    from ammkd.distill.data import load_split
+    from ammkd.distill.teachers import load_teacher
+    from ammkd.distill.train import INDEX_TEXTS, _write_index
+
+    teachers = [load_teacher(str(pipeline["vit"])), load_teacher(str(pipeline["rn"]))]
+    _write_index(tmp_path, teachers, DistillConfig(data="synthetic:300:train"), None)
+    texts = set(json.loads((tmp_path / INDEX_TEXTS).read_text()))
+    for split in ("train", "val", "test"):
+        assert set(load_split("synthetic:300", split).texts()[0]) <= texts, split
