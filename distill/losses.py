@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 
@@ -14,17 +16,45 @@ def kl_distill(teacher_logits: torch.Tensor, student_logits: torch.Tensor, tempe
     return temperature**2 * (log_p.exp() * (log_p - log_q)).sum(-1).mean()
 
 
-def kl_grad_wrt_student_logits(
-    teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float = 1.0
-) -> torch.Tensor:
-    """Gradient of `kl_distill` w.r.t. student_logits, in closed form: T * (q - p) / B. (B, N).
+class ClassVectorTerms(NamedTuple):
+    """The class-vector losses of one step and their gradients w.r.t. the student's logits.
 
-    d KL(p || softmax(z/T)) / dz = (q - p) / T; times T^2 and 1/B from the batch mean.
-    Free of any backward pass, which is what makes per-step adaptive weighting cheap.
+    kl_grads (K, B, N): the gradient of teacher k's `kl_distill`, T_k * (q - p_k) / B in closed
+    form (d KL(p || softmax(z/T)) / dz = (q - p) / T, times T^2 and 1/B); kls (K,): the KL values;
+    task: the soft cross-entropy against the caption targets; task_grad (B, N): its gradient.
     """
-    p = F.softmax(teacher_logits / temperature, dim=-1)
-    q = F.softmax(student_logits / temperature, dim=-1)
-    return temperature * (q - p) / teacher_logits.shape[0]
+
+    kl_grads: torch.Tensor
+    kls: torch.Tensor
+    task: torch.Tensor
+    task_grad: torch.Tensor
+
+
+@torch.no_grad()
+def class_vector_terms(
+    teacher_logits: list[torch.Tensor], student_logits: torch.Tensor, temperatures: list[float], target: torch.Tensor
+) -> ClassVectorTerms:
+    """`kl_distill` for every teacher and `soft_cross_entropy`, values and gradients w.r.t. the
+    student's logits (B, N), from one log-softmax of the student per temperature. The adaptive
+    weights need the gradients anyway; reusing them for the backward pass (see
+    `closed_form_surrogate`) skips autograd through K + 1 softmaxes over N texts."""
+    b = student_logits.shape[0]
+    log_q = {t: F.log_softmax(student_logits / t, dim=-1) for t in set(temperatures) | {1.0}}
+    grads, kls = [], []
+    for z, t in zip(teacher_logits, temperatures):
+        log_p = F.log_softmax(z / t, dim=-1)
+        p = log_p.exp()
+        grads.append(t * (log_q[t].exp() - p) / b)
+        kls.append(t**2 * (p * (log_p - log_q[t])).sum(-1).mean())
+    task = -(target * log_q[1.0]).sum(-1).mean()
+    task_grad = (log_q[1.0].exp() * target.sum(-1, keepdim=True) - target) / b
+    return ClassVectorTerms(torch.stack(grads), torch.stack(kls), task, task_grad)
+
+
+def closed_form_surrogate(student_logits: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """A scalar whose gradient w.r.t. student_logits (B, N) is `grad` (B, N), detached: added to a
+    loss, it backpropagates a gradient computed in closed form. Its value means nothing."""
+    return (student_logits * grad.detach()).sum()
 
 
 def soft_cross_entropy(student_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

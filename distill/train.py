@@ -42,11 +42,10 @@ from ammkd.distill.fusion import (
     uses_network,
 )
 from ammkd.distill.losses import (
+    class_vector_terms,
+    closed_form_surrogate,
     feature_distill,
-    kl_distill,
-    kl_grad_wrt_student_logits,
     relation_distill,
-    soft_cross_entropy,
     spectral_distill,
 )
 from ammkd.distill.schedule import (
@@ -294,26 +293,30 @@ def distill(cfg: DistillConfig, out: str | Path, resume: bool = False) -> Path:
         z_t = [o.logits_of(e) for o, e in zip(outputs, t_embs)]
         if len(kd_outputs) > len(outputs):
             z_t.append(kd_outputs[-1].logits_of(list(t_embs)))
-        grads = torch.stack([kl_grad_wrt_student_logits(z, z_s.detach(), t).flatten() for z, t in zip(z_t, temps)])
-        gram = rk.sum_(grads.double() @ grads.double().T)  # (K, K) over the global batch
+        cv = class_vector_terms(z_t, z_s, temps, _caption_targets(per_image, idx, len(texts)))
+        grads = cv.kl_grads.flatten(1).double()
+        gram = rk.sum_(grads @ grads.T)  # (K, K) over the global batch
         raw = teacher_weights(cfg.weighting, gram, cfg.tolerance, cfg.fixed_weights, cfg.single_teacher)
         alpha = smooth_weights(alpha_state, raw, cfg.alpha_ema)
-        kls = [kl_distill(z, z_s, t) for z, t in zip(z_t, temps)]
-        kd = sum(a * kl for a, kl in zip(alpha.tolist(), kls))
-        task = soft_cross_entropy(z_s, _caption_targets(per_image, idx, len(texts)))
+        # KD and task terms backpropagate their closed-form gradient w.r.t. z_s (same maths, no
+        # autograd through the softmaxes over N texts); the optional terms use autograd
+        dz = cfg.kd_weight * torch.einsum("k,kbn->bn", alpha, cv.kl_grads) + cfg.task_weight * cv.task_grad
         caps = _batch_captions(per_image, idx, step) if cfg.relation_weight > 0 else None
         aux = _auxiliary_losses(cfg, heads, alpha[: len(outputs)], (emb, s_map, z_s), (t_embs, t_maps, z_t), caps)
-        loss = cfg.kd_weight * kd + cfg.task_weight * task + sum(w * v for w, v in aux.values())
+        aux_loss = sum(w * v for w, v in aux.values())
+        loss = cfg.kd_weight * (alpha @ cv.kls) + cfg.task_weight * cv.task + aux_loss  # the value logged
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (closed_form_surrogate(z_s, dz) + aux_loss).backward()
         rk.average_grads([log_scale, *heads.parameters()])  # outside the DDP module
         opt.step()
         with torch.no_grad():
             log_scale.clamp_(0, math.log(100))
         if step % 5 == 0 or step == total - 1:
-            means = rk.mean(torch.stack([loss, task, *kls, *(v.detach() for _, v in aux.values())]))  # collective
+            means = rk.mean(
+                torch.stack([loss.detach(), cv.task, *cv.kls, *(v.detach() for _, v in aux.values())])
+            )  # collective
             if rk.is_main:
-                _log_step(log, step, means, len(kls), list(aux), alpha, raw, gram, opt, log_scale, t0)
+                _log_step(log, step, means, len(cv.kls), list(aux), alpha, raw, gram, opt, log_scale, t0)
         ckpt.step_done(step, total)
     student.eval()
     train_seconds = time.time() - t0

@@ -1,15 +1,34 @@
 import pytest
 import torch
 
-from ammkd.distill.losses import kl_distill, kl_grad_wrt_student_logits, soft_cross_entropy
+from ammkd.distill.losses import class_vector_terms, closed_form_surrogate, kl_distill, soft_cross_entropy
 
 
-def test_closed_form_gradient_equals_autograd():
+def test_class_vector_terms_equal_the_losses_and_their_autograd_gradients():
     torch.manual_seed(0)
-    t, s = torch.randn(4, 30) * 3, (torch.randn(4, 30) * 3).requires_grad_()
-    for temp in (1.0, 2.5):
-        (g,) = torch.autograd.grad(kl_distill(t, s, temp), s)
-        assert torch.allclose(g, kl_grad_wrt_student_logits(t, s.detach(), temp), atol=1e-6)
+    teachers, temps = [torch.randn(4, 30) * 3 for _ in range(3)], [1.0, 2.5, 0.5]
+    s = (torch.randn(4, 30) * 3).requires_grad_()
+    target = torch.zeros(4, 30)
+    target[[0, 0, 1, 2, 3], [3, 7, 1, 29, 0]] = 1
+    target /= target.sum(-1, keepdim=True)  # uniform over each image's captions
+    cv = class_vector_terms(teachers, s.detach(), temps, target)
+    for k, (t, temp) in enumerate(zip(teachers, temps)):
+        kl = kl_distill(t, s, temp)
+        (g,) = torch.autograd.grad(kl, s)
+        assert cv.kls[k].item() == pytest.approx(kl.item(), rel=1e-5)
+        assert torch.allclose(g, cv.kl_grads[k], atol=1e-6)
+    task = soft_cross_entropy(s, target)
+    (g,) = torch.autograd.grad(task, s)
+    assert cv.task.item() == pytest.approx(task.item(), rel=1e-6)
+    assert torch.allclose(g, cv.task_grad, atol=1e-6)
+
+
+def test_closed_form_surrogate_backpropagates_the_given_gradient():
+    w = torch.randn(3, 5, requires_grad=True)
+    x = torch.randn(2, 3)
+    grad = torch.randn(2, 5)
+    closed_form_surrogate(x @ w, grad).backward()
+    assert torch.allclose(w.grad, x.T @ grad, atol=1e-6)
 
 
 def test_kl_is_zero_only_for_equal_distributions():
