@@ -99,7 +99,11 @@ def test_weight_only_int8_is_int8_sized_with_float_accuracy(pipeline, tmp_path):
     fp32, w8 = onnx_targets["none"], onnx_targets["int8-weights"]
     assert w8["dtype"] == "int8" and w8["session_config"] == {"session.disable_quant_qdq": "1"}
     assert w8["bytes"] < 0.32 * fp32["bytes"], (w8["bytes"], fp32["bytes"])
-    assert w8["parity"]["cosine_min"] >= 0.995 and w8["parity"]["top1_agreement"] >= 0.8  # 30 near-tied images
+    # near-float accuracy: the worst image within half the int8 gate's cosine error (0.98), the
+    # mean within 0.003 of 1; top-1 among 30 near-tied captions of a tiny student
+    parity = w8["parity"]
+    assert parity["cosine_min"] >= 0.99 and parity["cosine_mean"] >= 0.997, parity
+    assert parity["top1_agreement"] >= 0.8, parity
     graph = onnx.load(str(bundle.path(w8["file"]))).graph
     inits = {i.name: i for i in graph.initializer}
     weights = [n.input[1] for n in graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
