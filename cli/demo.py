@@ -32,7 +32,7 @@ PRESETS = {
         "teacher_batch": 128,
         "teacher_lr": 1e-3,
         # the best recipe of benchmarks/results/demo_student_recipes.md: on this data the RN teacher
-        # alone (with the feature term) beats adaptive weighting, which caps on the weaker ViT
+        # alone (with the feature term) beats adaptive weighting, which keeps >= 0.4 on the weaker ViT
         "students": {
             "rn-feature": {
                 "student": "ammkd-mnv3-large",

@@ -34,7 +34,8 @@ class ClassVectorTerms(NamedTuple):
 def class_vector_terms(
     teacher_logits: list[torch.Tensor], student_logits: torch.Tensor, temperatures: list[float], target: torch.Tensor
 ) -> ClassVectorTerms:
-    """`kl_distill` for every teacher and `soft_cross_entropy`, values and gradients w.r.t. the
+    """`kl_distill` for every teacher and the cross-entropy against `target` (B, N) (a
+    distribution over each image's captions), values and gradients w.r.t. the
     student's logits (B, N), from one log-softmax of the student per temperature. The adaptive
     weights need the gradients anyway; reusing them for the backward pass (see
     `closed_form_surrogate`) skips autograd through K + 1 softmaxes over N texts."""
@@ -55,11 +56,6 @@ def closed_form_surrogate(student_logits: torch.Tensor, grad: torch.Tensor) -> t
     """A scalar whose gradient w.r.t. student_logits (B, N) is `grad` (B, N), detached: added to a
     loss, it backpropagates a gradient computed in closed form. Its value means nothing."""
     return (student_logits * grad.detach()).sum()
-
-
-def soft_cross_entropy(student_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy against a target distribution (B, N) (uniform over each image's captions)."""
-    return -(target * F.log_softmax(student_logits, dim=-1)).sum(-1).mean()
 
 
 def feature_distill(student_proj: torch.Tensor, teacher_emb: torch.Tensor) -> torch.Tensor:
