@@ -18,23 +18,26 @@ import platform
 import sys
 from pathlib import Path
 
+from ammkd.cli.demo import PRESETS
 from ammkd.common.files import atomic_write, atomic_write_json
 from ammkd.distill.evaluate import evaluate
 from ammkd.distill.train import STUDENT_META, DistillConfig, distill
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = "synthetic:16000"
+DEMO = PRESETS["default"]["students"]["rn-feature"]  # the recipe `make demo` uses: one definition
+DATA = PRESETS["default"]["data"]
+BASE = {"batch_size": 128}
 SMALL, LARGE = {"student": "ammkd-mnv3-small"}, {"student": "ammkd-mnv3-large"}
 RN_ALONE = {"weighting": "single", "single_teacher": 1}  # teachers in order vit, rn
 ADAPTIVE = {"weighting": "adaptive"}
 FEATURE = {"feature_weight": 1.0}
-RECIPES = {  # name: (run folder under --runs, epochs, DistillConfig overrides)
-    "Small, adaptive, 4 epochs (the old demo)": ("e4_adaptive", 4, {**SMALL, **ADAPTIVE}),
-    "Large, adaptive + feature, 4 epochs": ("e4_feat", 4, {**LARGE, **ADAPTIVE, **FEATURE}),
-    "Large, RN alone + feature, 4 epochs": ("e4_feat_rn", 4, {**LARGE, **RN_ALONE, **FEATURE}),
-    "Large, adaptive, 16 epochs": ("s16_adaptive", 16, {**LARGE, **ADAPTIVE}),
-    "Large, adaptive + feature, 16 epochs": ("s16_feat", 16, {**LARGE, **ADAPTIVE, **FEATURE}),
-    "Large, RN alone + feature, 16 epochs (the demo now)": ("s16_feat_rn", 16, {**LARGE, **RN_ALONE, **FEATURE}),
+RECIPES = {  # name: (run folder under --runs, DistillConfig overrides)
+    "Small, adaptive, 4 epochs (the old demo)": ("e4_adaptive", {**BASE, **SMALL, **ADAPTIVE, "epochs": 4}),
+    "Large, adaptive + feature, 4 epochs": ("e4_feat", {**BASE, **LARGE, **ADAPTIVE, **FEATURE, "epochs": 4}),
+    "Large, RN alone + feature, 4 epochs": ("e4_feat_rn", {**BASE, **LARGE, **RN_ALONE, **FEATURE, "epochs": 4}),
+    "Large, adaptive, 16 epochs": ("s16_adaptive", {**BASE, **LARGE, **ADAPTIVE, "epochs": 16}),
+    "Large, adaptive + feature, 16 epochs": ("s16_feat", {**BASE, **LARGE, **ADAPTIVE, **FEATURE, "epochs": 16}),
+    "Large, RN alone + feature, 16 epochs (the demo now)": ("s16_feat_rn", DEMO),
 }
 KEYS = ("i2t_R@1", "t2i_R@1", "mean_recall")
 
@@ -49,17 +52,16 @@ def main(argv: list[str] | None = None) -> dict:
     rows = {}
     for name, teacher in zip(("teacher vit", "teacher rn"), teachers):
         rows[name] = {split: _pick(evaluate(teacher, DATA, split)) for split in ("val", "test")}
-    for name, (folder, epochs, options) in RECIPES.items():
+    for name, (folder, options) in RECIPES.items():
         out = args.runs / folder
         if not (out / STUDENT_META).is_file():
-            cfg = DistillConfig(teachers=teachers, data=DATA, epochs=epochs, batch_size=128, **options)
-            distill(cfg, out, resume=True)
+            distill(DistillConfig(teachers=teachers, data=DATA, **options), out, resume=True)
         rows[name] = {split: _pick(evaluate(str(out), DATA, split)) for split in ("val", "test")}
         print(name, rows[name], flush=True)
     best = max(rows["teacher vit"]["val"]["mean_recall"], rows["teacher rn"]["val"]["mean_recall"])
     result = {
         "data": DATA,
-        "recipes": {name: {"epochs": e, **o} for name, (_, e, o) in RECIPES.items()},
+        "recipes": {name: options for name, (_, options) in RECIPES.items()},
         "rows": rows,
         "best_teacher_val": best,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
