@@ -41,7 +41,9 @@ def teachers_train(
     out_dir: Path = typer.Option(..., "--out", help="Teacher folder to write (open_clip local-dir layout)."),
     preset: Optional[str] = typer.Option(None, help="Preset: ammkd-tiny-vit, ammkd-tiny-rn, ammkd-small-rn..."),
     model: Optional[str] = typer.Option(
-        None, help="open_clip NAME[:PRETRAINED|:CHECKPOINT], VISION+hf:DIR (e.g. +hf:all-MiniLM-L6-v2), or a folder."
+        None,
+        help="open_clip NAME[:PRETRAINED|:CHECKPOINT], VISION+hf:DIR (e.g. tf_efficientnet_lite2:imagenet"
+        "+hf:all-MiniLM-L6-v2), or a folder.",
     ),
     data: Optional[str] = typer.Option(None, help="DATA spec, e.g. synthetic or flickr8k:DIR."),
     epochs: Optional[float] = typer.Option(None),
@@ -49,6 +51,10 @@ def teachers_train(
     accum_steps: Optional[int] = typer.Option(None, help="Micro-batches per step (gradient accumulation)."),
     lr: Optional[float] = typer.Option(None),
     text_unlocked_layers: Optional[int] = typer.Option(None, help="HF text tower: last N layers train (0: frozen)."),
+    image_frozen_stages: Optional[int] = typer.Option(
+        None, help="Pretrained timm tower: stem + first N stages frozen, their outputs cached (no crop augmentation)."
+    ),
+    image_lr_scale: Optional[float] = typer.Option(None, help="lr of the pretrained image tower relative to --lr."),
     eval_every: Optional[int] = typer.Option(None, help="Steps between validation recalls in the log."),
     checkpoint_every: Optional[int] = typer.Option(None, help="Steps between atomic checkpoints (0: none)."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip unreadable images; list them in skipped.json."),
@@ -72,6 +78,8 @@ def teachers_train(
         accum_steps=accum_steps,
         lr=lr,
         text_unlocked_layers=text_unlocked_layers,
+        image_frozen_stages=image_frozen_stages,
+        image_lr_scale=image_lr_scale,
         eval_every=eval_every,
         checkpoint_every=checkpoint_every,
         skip_bad=skip_bad or None,
@@ -88,7 +96,13 @@ def distill(
     out_dir: Path = typer.Option(..., "--out", help="Student folder to write."),
     data: Optional[str] = typer.Option(None, help="DATA spec."),
     weighting: Optional[str] = typer.Option(None, help="adaptive|equal|fixed|single|none"),
-    student: Optional[str] = typer.Option(None, help="Student preset or timm model name."),
+    student: Optional[str] = typer.Option(
+        None, help="Student preset (ammkd-lite0: ImageNet EfficientNet-Lite0), timm model name, or ARCH:WEIGHTS."
+    ),
+    image_size: Optional[int] = typer.Option(None, help="Student input size in px (default: the preset's)."),
+    frozen_stages: Optional[int] = typer.Option(
+        None, help="Pretrained student: stem + first N stages frozen, their outputs cached (no crop augmentation)."
+    ),
     epochs: Optional[float] = typer.Option(None),
     tolerance: Optional[float] = typer.Option(None, help="Cap C on a teacher's weight (adaptive)."),
     fusion: Optional[str] = typer.Option(None, help="concat|network|network+teacher"),
@@ -113,6 +127,8 @@ def distill(
         data=data,
         weighting=weighting,
         student=student,
+        image_size=image_size,
+        frozen_stages=frozen_stages,
         epochs=epochs,
         tolerance=tolerance,
         fusion=fusion,

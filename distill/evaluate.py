@@ -44,7 +44,8 @@ def evaluate_teacher(teacher, data, images: np.ndarray | None = None, skip_bad: 
     if images is None:
         images, data, _ = image_tensor(data, teacher.spec, skip_bad)
     texts, owner = data.flat_captions()
-    return recall_at_k(teacher.encode_images(images), teacher.encode_texts(texts), owner)
+    img = teacher.encode_images(images, key_parts=tuple(data.sources))  # a frozen prefix: from its cache
+    return recall_at_k(img, teacher.encode_texts(texts), owner)
 
 
 def evaluate_student(model_dir, data, skip_bad: bool = False) -> dict[str, float]:

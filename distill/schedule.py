@@ -57,17 +57,27 @@ def cosine_lr(step: int, total: int, base: float, warmup: int) -> float:
 
 
 def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    """The schedule's lr for every group, times the group's own `lr_scale` (default 1)."""
     for g in opt.param_groups:
-        g["lr"] = lr
+        g["lr"] = lr * g.get("lr_scale", 1.0)
 
 
-def adamw(named_params, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW with decay on matrices only (not on biases, norms, embeddings or scales)."""
-    decay, no_decay = [], []
+def adamw(named_params, lr: float, weight_decay: float, lr_scale=None) -> torch.optim.AdamW:
+    """AdamW with decay on matrices only (not on biases, norms, embeddings or scales).
+    `lr_scale(name) -> float`, when given, puts parameters in groups of their own relative lr."""
+    groups: dict[tuple[bool, float], list] = {}
     for name, p in named_params:
-        (decay if p.ndim >= 2 and "embedding" not in name else no_decay).append(p)
+        decay = p.ndim >= 2 and "embedding" not in name
+        groups.setdefault((decay, lr_scale(name) if lr_scale else 1.0), []).append(p)
+    for key in ((True, 1.0), (False, 1.0)):  # the two default groups always exist, in this order
+        groups.setdefault(key, [])
+    ordered = sorted(groups.items(), key=lambda kv: (kv[0][1] != 1.0, not kv[0][0], kv[0][1]))
     return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
+        [
+            {"params": ps, "weight_decay": weight_decay if decay else 0.0, "lr_scale": scale}
+            for (decay, scale), ps in ordered
+        ],
+        lr=lr,
     )
 
 

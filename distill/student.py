@@ -15,6 +15,8 @@ import torch
 import torch.nn as nn
 
 from ammkd.common.errors import ConfigError
+from ammkd.distill.frozen_prefix import suffix_forward
+from ammkd.distill.pretrained import load_weights, parse_image_tower, tower_input
 from ammkd.export.bundle_format import InputSpec
 
 PRESET_DIR = Path(__file__).with_name("presets") / "students"
@@ -61,9 +63,13 @@ class Student(nn.Module):
         self.register_buffer("mean", torch.tensor(arch.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(arch.std).view(1, 3, 1, 1), persistent=False)
 
-    def forward(self, image: torch.Tensor, with_map: bool = False):
+    def forward(self, image: torch.Tensor, with_map: bool = False, from_stage: int | None = None):
         """image (B, 3, S, S) RGB in [0, 1] -> L2-normalised embedding (B, embed_dim); with
-        `with_map`, also the backbone's last feature map (B, C, h, w) (for spectral distillation)."""
+        `with_map`, also the backbone's last feature map (B, C, h, w) (for spectral distillation).
+        With `from_stage=k`, `image` is instead the output of the backbone's stem and first k
+        stages (frozen_prefix.py) and only the rest runs (training with a frozen, cached prefix)."""
+        if from_stage is not None:
+            return l2_normalize(self.head(suffix_forward(self.backbone, image, from_stage)))
         x = (image - self.mean) / self.std
         if not with_map:
             return l2_normalize(self.head(self.backbone(x)))
@@ -83,17 +89,41 @@ def student_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.json"))
 
 
-def create_student(name: str, embed_dim: int, image_size: int | None = None) -> Student:
-    """A preset name (presets/students/*.json) or any timm model name -> a randomly initialised Student."""
+def student_backbone_weights(name: str) -> str | None:
+    """The pretrained weights spec a student name starts from (None: random init)."""
     preset = PRESET_DIR / f"{name}.json"
+    if preset.is_file():
+        return json.loads(preset.read_text()).get("weights")
+    tower = parse_image_tower(name)
+    return tower[1] if tower else None
+
+
+def create_student(name: str, embed_dim: int, image_size: int | None = None) -> Student:
+    """A preset name (presets/students/*.json), a timm model name (random init) or a pretrained
+    timm tower `ARCH:WEIGHTS` (`tf_efficientnet_lite0:imagenet`, a local checkpoint) -> a Student
+    with a new projection head. A preset may name `weights` the same way."""
+    preset = PRESET_DIR / f"{name}.json"
+    tower = parse_image_tower(name)
     if preset.is_file():
         cfg = json.loads(preset.read_text())
     elif timm.is_model(name):
         cfg = {"backbone": name, "image_size": 64}
+    elif tower is not None:
+        cfg = {"backbone": tower[0], "weights": tower[1]}
     else:
         raise ConfigError(
-            f"unknown student {name!r}: use a preset ({', '.join(student_presets())}) or a timm model name"
+            f"unknown student {name!r}: use a preset ({', '.join(student_presets())}), a timm model name "
+            f"or ARCH:WEIGHTS (tf_efficientnet_lite0:imagenet)"
         )
+    weights = cfg.pop("weights", None)
+    if weights:  # the tower's own input: native size unless overridden, its normalisation
+        native = tower_input(cfg["backbone"], weights)
+        cfg.setdefault("image_size", native["size"])
+        cfg.setdefault("mean", tuple(native["mean"]))
+        cfg.setdefault("std", tuple(native["std"]))
     if image_size:
         cfg["image_size"] = image_size
-    return Student(StudentArch(embed_dim=embed_dim, **cfg))
+    student = Student(StudentArch(embed_dim=embed_dim, **cfg))
+    if weights:
+        load_weights(student.backbone, weights)
+    return student

@@ -40,7 +40,8 @@ def _cached_features(teacher: Teacher, data: ImageTextData, ranks: Ranks = Ranks
             return feats
     images, _, _ = image_tensor(data, teacher.spec)
     share = ranks.chunk(len(images))  # data-parallel: each rank embeds its share, then all gather
-    local = teacher.encode_images(images[share.start : share.stop])
+    key_parts = tuple(data.sources) if ranks.world == 1 else None  # a frozen prefix: its cached outputs
+    local = teacher.encode_images(images[share.start : share.stop], key_parts=key_parts)
     feats = ranks.gather_rows(local, len(images)).numpy().astype(np.float16)
     if ranks.is_main and not teacher.fingerprint.endswith(":random-init"):
         atomic_save_npy(path, feats)

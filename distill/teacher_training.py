@@ -28,7 +28,9 @@ from ammkd.common.progress import progress
 from ammkd.distill.augment import Augment
 from ammkd.distill.curves import plot_learning_curve
 from ammkd.distill.data import ImageTextData, image_tensor, load_split
+from ammkd.distill.distributed import ranks
 from ammkd.distill.evaluate import evaluate_teacher
+from ammkd.distill.frozen_prefix import bn_eval, freeze_prefix, prefix_batch
 from ammkd.distill.schedule import Checkpointer, adamw, batch_indices, cosine_lr, set_lr, step_rng, total_steps
 from ammkd.distill.teachers import Teacher, load_teacher, save_teacher
 from ammkd.distill.text_towers import is_hf_cfg
@@ -47,6 +49,9 @@ class TeacherConfig:
     weight_decay: float = 0.1
     warmup_fraction: float = 0.05
     text_unlocked_layers: int = 0  # HF text towers: last N transformer layers train (0: frozen, projection only)
+    image_frozen_stages: int | None = None  # timm EfficientNet/MobileNet towers: stem + first N stages frozen,
+    # their outputs cached once (centre crop); only horizontal flips augment (aug_scale must be [1, 1])
+    image_lr_scale: float = 1.0  # lr of the image tower's pretrained weights relative to `lr` (heads: 1)
     aug_scale: list[float] = field(default_factory=lambda: [1.0, 1.0])  # random-resized-crop area range
     aug_hflip: bool = False
     eval_every: int = 0  # steps between validation recalls in the log; 0: only at the end
@@ -68,6 +73,14 @@ class TeacherConfig:
                 f"teacher config: aug_scale must be [lo, hi] with 0 < lo <= hi <= 1, got {self.aug_scale}"
             )
 
+        if self.image_frozen_stages is not None and (self.image_frozen_stages < 0 or self.aug_scale != [1.0, 1.0]):
+            raise ConfigError(
+                "teacher config: image_frozen_stages must be >= 0 and needs aug_scale [1, 1] "
+                "(the frozen stages see each image once, centre-cropped; aug_hflip still applies)"
+            )
+        if not self.image_lr_scale > 0:
+            raise ConfigError(f"teacher config: image_lr_scale must be > 0, got {self.image_lr_scale}")
+
     @property
     def augment(self) -> Augment:
         return Augment(scale=tuple(self.aug_scale), hflip=self.aug_hflip)
@@ -80,14 +93,17 @@ def _prepare_text_tower(teacher: Teacher, unlocked_layers: int) -> None:
 
 
 def _features(teacher: Teacher, images: torch.Tensor, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    return teacher.image_features(images), teacher.text_features(texts)
+    """`images`: (B, 3, S, S) in [0, 255], or, for a teacher with a frozen prefix, the frozen
+    stages' outputs (B, C, h, w)."""
+    img = teacher.image_features(images) if teacher.frozen_stages is None else teacher.features_from_prefix(images)
+    return img, teacher.text_features(texts)
 
 
 def contrastive_step(
     teacher: Teacher, images: torch.Tensor, texts: list[str], accum_steps: int, loss_fn
 ) -> torch.Tensor:
     """Accumulate the gradient of the global-batch ClipLoss over `accum_steps` micro-batches;
-    return the loss. `images` (B, 3, S, S) in [0, 255], `texts` B captions."""
+    return the loss. `images` (B, 3, S, S) in [0, 255] (or frozen-stage outputs), `texts` B captions."""
     scale = teacher.model.logit_scale.exp()
     if accum_steps == 1:
         img, txt = _features(teacher, images, texts)
@@ -113,8 +129,26 @@ def _validation(teacher: Teacher, val: ImageTextData | None, val_images: np.ndar
         return {}
     teacher.model.eval()
     metrics = evaluate_teacher(teacher, val, images=val_images)
-    teacher.model.train()
+    _train_mode(teacher)
     return {"val_mean_recall": metrics["mean_recall"], "val_t2i_R@1": metrics["t2i_R@1"]}
+
+
+def _freeze_image_prefix(teacher: Teacher, frozen_stages: int | None) -> None:
+    if frozen_stages is None:
+        return
+    if not hasattr(teacher.model.visual, "trunk"):
+        raise ConfigError(f"image_frozen_stages needs a timm image tower (ARCH:WEIGHTS); {teacher.name} has none")
+    freeze_prefix(teacher.model.visual.trunk, frozen_stages)
+    teacher.frozen_stages = frozen_stages
+
+
+def _train_mode(teacher: Teacher) -> torch.nn.Module:
+    """Training mode; a tower with a frozen prefix is a pretrained one and keeps its BatchNorm
+    statistics (small CLIP batches of one dataset would only blur them)."""
+    model = teacher.model.train()
+    if teacher.frozen_stages is not None:
+        bn_eval(model.visual.trunk)
+    return model
 
 
 def _load_val(cfg: TeacherConfig, teacher: Teacher, skipped: list[str]):
@@ -135,46 +169,81 @@ def train_teacher(cfg: TeacherConfig, out: str | Path, resume: bool = False) -> 
     `out` and ends with the same weights as an uninterrupted run. Returns `out`.
     """
     cfg.validate()
+    rk = ranks()  # torchrun: this process's share of every global batch (see distributed.py)
+    if cfg.batch_size % rk.world or (rk.world > 1 and cfg.accum_steps > 1):
+        raise ConfigError(
+            f"teacher config: under torchrun, batch_size {cfg.batch_size} must divide evenly over "
+            f"{rk.world} processes, and accum_steps must be 1"
+        )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.json")
+    if rk.is_main:
+        save_config(cfg, out / "config.json")
     torch.manual_seed(cfg.seed)
     teacher = load_teacher(cfg.model)
     _prepare_text_tower(teacher, cfg.text_unlocked_layers)
+    _freeze_image_prefix(teacher, cfg.image_frozen_stages)
     aug = cfg.augment
     data = load_split(cfg.data, "train")
-    store = teacher.spec.with_size(aug.storage_size(teacher.spec.size))
+    frozen = teacher.frozen_stages is not None  # the frozen stages see the evaluation pixels
+    store = teacher.spec if frozen else teacher.spec.with_size(aug.storage_size(teacher.spec.size))
     images, data, skipped = image_tensor(data, store, skip_bad=cfg.skip_bad)
+    prefix = None
+    if frozen:  # computed once (by rank 0; the others read its cache); each step runs only the tower's top
+        if not rk.is_main:
+            rk.barrier()
+        prefix = teacher.prefix_outputs(images, tuple(data.sources))
+        if rk.is_main:
+            rk.barrier()
     images = torch.from_numpy(images)
     val, val_images = _load_val(cfg, teacher, skipped)
     skipped = list(dict.fromkeys(skipped))  # a file in both splits (e.g. `:all` data) counts once
-    if cfg.skip_bad:
+    if cfg.skip_bad and rk.is_main:
         atomic_write_json(out / "skipped.json", {"count": len(skipped), "files": skipped})
     teacher.prepare_texts(data.texts()[0])
     if val is not None:
         teacher.prepare_texts(val.texts()[0])
-    model = teacher.model.train().to(memory_format=torch.channels_last)  # NHWC convolutions: faster CNN steps on CPU
-    opt = adamw([(n, p) for n, p in model.named_parameters() if p.requires_grad], cfg.lr, cfg.weight_decay)
-    loss_fn = open_clip.ClipLoss()
+    model = _train_mode(teacher).to(memory_format=torch.channels_last)  # NHWC convolutions: faster CNN steps on CPU
+    opt = adamw(
+        [(n, p) for n, p in model.named_parameters() if p.requires_grad],
+        cfg.lr,
+        cfg.weight_decay,
+        lr_scale=lambda name: cfg.image_lr_scale if name.startswith("visual.trunk.") else 1.0,
+    )
+    # Across ranks: every rank's features are gathered (with their gradients), so the negatives
+    # are the global batch's; each rank's gradient is then world x its share, and averaging the
+    # gradients over ranks gives the single-process gradient.
+    loss_fn = open_clip.ClipLoss(gather_with_grad=True, rank=rk.rank, world_size=rk.world)
+    trainable = [p for p in model.parameters() if p.requires_grad]
     total = total_steps(len(data), cfg.batch_size, cfg.epochs)
     warmup = max(1, round(cfg.warmup_fraction * total))
     log = out / "metrics.jsonl"
-    ckpt = Checkpointer(out, cfg.checkpoint_every, resume, log, asdict(cfg), model=model, optimizer=opt)
+    ckpt = Checkpointer(
+        out, cfg.checkpoint_every, resume, log, asdict(cfg), writer=rk.is_main, model=model, optimizer=opt
+    )
+    first = ckpt.start()
+    rk.barrier()
     t0 = time.time()
-    for step in progress(range(ckpt.start(), total), f"training teacher {cfg.model}"):
+    for step in progress(range(first, total), f"training teacher {cfg.model}"):
         idx = batch_indices(step, len(data), cfg.batch_size, cfg.seed)
-        rng = step_rng(cfg.seed, step)
-        texts = [data.captions[i][rng.integers(len(data.captions[i]))] for i in idx]
-        batch = aug(images[idx], teacher.spec.size, rng).contiguous(memory_format=torch.channels_last)
+        lo, hi = rk.rows(len(idx))
+        rng = step_rng(cfg.seed, step)  # drawn for the global batch: every rank sees its rows' draws
+        texts = [data.captions[i][rng.integers(len(data.captions[i]))] for i in idx][lo:hi]
+        if prefix is not None:
+            batch = prefix_batch(prefix, idx, cfg.aug_hflip, rng)[lo:hi]
+        else:
+            crops = aug(images[idx[lo:hi]], teacher.spec.size, rng, (lo, len(idx)))
+            batch = crops.contiguous(memory_format=torch.channels_last)
         set_lr(opt, cosine_lr(step, total, cfg.lr, warmup))
         opt.zero_grad(set_to_none=True)
         loss = contrastive_step(teacher, batch, texts, cfg.accum_steps, loss_fn)
+        rk.average_grads(trainable)
         opt.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
         last = step == total - 1
         evaluate_now = last or (cfg.eval_every > 0 and step > 0 and step % cfg.eval_every == 0)
-        if step % 10 == 0 or evaluate_now:
+        if rk.is_main and (step % 10 == 0 or evaluate_now):
             record = {
                 "step": step,
                 "loss": round(loss.item(), 5),
@@ -187,6 +256,9 @@ def train_teacher(cfg: TeacherConfig, out: str | Path, resume: bool = False) -> 
             append_jsonl(log, record)
         ckpt.step_done(step, total)
     model.eval()
+    if not rk.is_main:  # rank 0 writes the teacher; the others wait for it
+        rk.barrier()
+        return out
     save_teacher(
         teacher,
         out,
@@ -196,9 +268,11 @@ def train_teacher(cfg: TeacherConfig, out: str | Path, resume: bool = False) -> 
             "steps": total,
             "images": len(data),
             "skipped_images": len(skipped),
+            "image_frozen_stages": teacher.frozen_stages,
             "train_seconds": round(time.time() - t0, 1),
         },
     )
     plot_learning_curve(log, out / "learning_curve.png", f"teacher {cfg.model} on {cfg.data}")
     ckpt.finish()
+    rk.barrier()
     return out

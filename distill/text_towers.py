@@ -60,11 +60,30 @@ def resolve_hf_dir(name: str) -> Path:
     return path
 
 
-def hf_model_cfg(vision_name: str, hf_dir: Path) -> dict:
-    """open_clip model config: the image tower of `vision_name`, the HF encoder as text tower."""
-    if vision_name not in open_clip.list_models():
-        raise ConfigError(f"unknown image tower {vision_name!r} in a `+hf:` teacher spec (open_clip.list_models())")
-    cfg = open_clip.get_model_config(vision_name)
+TIMM_TOWER_EMBED_DIM = 512  # width of the CLIP space of a teacher built on a bare timm tower
+
+
+def timm_tower_cfg(arch: str, image_size: int) -> dict:
+    """open_clip model config (without text tower) of a timm image tower: pooled, linear projection."""
+    vision = {
+        "image_size": image_size,
+        "timm_model_name": arch,
+        "timm_model_pretrained": False,  # weights come from a local file (pretrained.load_weights)
+        "timm_pool": "avg",
+        "timm_proj": "linear",
+    }
+    return {"embed_dim": TIMM_TOWER_EMBED_DIM, "vision_cfg": vision, "init_logit_scale": 2.66}
+
+
+def hf_model_cfg(vision_name: str, hf_dir: Path, vision_cfg: dict | None = None) -> dict:
+    """open_clip model config: the image tower of `vision_name` (or the given config), the HF
+    encoder as text tower."""
+    if vision_cfg is None and vision_name not in open_clip.list_models():
+        raise ConfigError(
+            f"unknown image tower {vision_name!r} in a `+hf:` teacher spec: an open_clip model name "
+            f"(open_clip.list_models()) or ARCH:WEIGHTS with a timm architecture (tf_efficientnet_lite2:imagenet)"
+        )
+    cfg = vision_cfg or open_clip.get_model_config(vision_name)
     cfg["text_cfg"] = {
         "hf_model_name": str(hf_dir),
         "hf_tokenizer_name": str(hf_dir),

@@ -58,7 +58,8 @@ from ammkd.distill.schedule import (
     step_rng,
     total_steps,
 )
-from ammkd.distill.student import Student, StudentArch, create_student
+from ammkd.distill.frozen_prefix import bn_eval, cached_prefix_outputs, freeze_prefix, prefix_batch
+from ammkd.distill.student import Student, StudentArch, create_student, student_backbone_weights
 from ammkd.distill.teacher_outputs import TEACHER_OUTPUT_MODES, FusedTeacherOutputs, TeacherOutputs
 from ammkd.distill.teachers import Teacher, load_teacher
 from ammkd.distill.weighting import WEIGHTINGS, smooth_weights, teacher_weights
@@ -76,6 +77,7 @@ class DistillConfig:
     data: str = "synthetic"
     student: str = "ammkd-mnv3-large"
     image_size: int | None = None  # default: the student preset's
+    frozen_stages: int | None = None  # pretrained timm students: stem + first N stages frozen, outputs cached
     weighting: str = "adaptive"
     tolerance: float = 0.6  # cap C on any teacher's weight (AE-KD's tolerance)
     fixed_weights: list[float] | None = None
@@ -151,6 +153,13 @@ class DistillConfig:
             raise ConfigError("distill: spectral_cutoff must be in (0, 0.71) and spectral_band_weights two values >= 0")
         if len(self.aug_scale) != 2 or not 0 < self.aug_scale[0] <= self.aug_scale[1] <= 1:
             raise ConfigError(f"distill: aug_scale must be [lo, hi] with 0 < lo <= hi <= 1, got {self.aug_scale}")
+        if self.frozen_stages is not None and (
+            self.frozen_stages < 0 or list(self.aug_scale) != [1.0, 1.0] or self.spectral_weight > 0
+        ):
+            raise ConfigError(
+                "distill: frozen_stages must be >= 0 and needs aug_scale [1, 1] and no spectral term "
+                "(the frozen stages see each image once, centre-cropped)"
+            )
 
 
 def fused_text_vectors(
@@ -229,6 +238,7 @@ def distill(cfg: DistillConfig, out: str | Path, resume: bool = False) -> Path:
     aug = Augment(scale=tuple(cfg.aug_scale))
     store = student.arch.input_spec.with_size(aug.storage_size(student.arch.image_size))
     images, data, skipped = image_tensor(load_split(cfg.data, "train"), store, skip_bad=cfg.skip_bad)
+    prefix = _frozen_prefix(student, cfg.frozen_stages, images, data.sources)
     images = torch.from_numpy(images)
     if cfg.skip_bad and rk.is_main:
         atomic_write_json(out / "skipped.json", {"count": len(skipped), "files": skipped})
@@ -256,7 +266,7 @@ def distill(cfg: DistillConfig, out: str | Path, resume: bool = False) -> Path:
     )
 
     log_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))  # student's learnable 1/tau
-    named = [*student.named_parameters(), *heads.named_parameters(prefix="heads"), ("logit_scale", log_scale)]
+    named = [*((n, p) for n, p in student.named_parameters() if p.requires_grad), *heads.named_parameters(prefix="heads"), ("logit_scale", log_scale)]
     opt = adamw(named, cfg.lr, cfg.weight_decay)
     total = total_steps(len(data), cfg.batch_size, cfg.epochs)
     warmup = max(1, round(cfg.warmup_fraction * total))
@@ -278,15 +288,18 @@ def distill(cfg: DistillConfig, out: str | Path, resume: bool = False) -> Path:
     first = ckpt.start()
     rk.barrier()
     t0 = time.time()
-    student.train()
+    _train_mode(student, cfg.frozen_stages)
     for step in progress(range(first, total), f"distilling ({cfg.weighting})"):
         batch = batch_indices(step, len(data), cfg.batch_size, cfg.seed)
         lo, hi = rk.rows(len(batch))
         idx, within = torch.from_numpy(batch[lo:hi]), (lo, len(batch))
         set_lr(opt, cosine_lr(step, total, cfg.lr, warmup))
-        crops = aug(images[idx], student.arch.image_size, step_rng(cfg.seed, step), within) / 255.0
-        crops = crops.contiguous(memory_format=torch.channels_last)
-        emb, s_map = model(crops, with_map=True) if with_maps else (model(crops), None)
+        if prefix is not None:  # the frozen stages' cached outputs: only the backbone's top runs
+            emb, s_map = model(prefix_batch(prefix, idx.numpy()), from_stage=cfg.frozen_stages), None
+        else:
+            crops = aug(images[idx], student.arch.image_size, step_rng(cfg.seed, step), within) / 255.0
+            crops = crops.contiguous(memory_format=torch.channels_last)
+            emb, s_map = model(crops, with_map=True) if with_maps else (model(crops), None)
         z_s = log_scale.exp() * emb @ c_f.T  # (B, N)
         t_out = [o.embed(idx, cfg.seed, step, within, with_map=with_maps) for o in outputs]
         t_embs, t_maps = zip(*t_out) if with_maps else (t_out, None)
@@ -340,6 +353,8 @@ def distill(cfg: DistillConfig, out: str | Path, resume: bool = False) -> Path:
         "fusion_dims": [t.dim for t in teachers],
         "fusion_final_loss": round(float(np.mean(fusion_losses[-20:])), 4) if fusion_losses else None,
         "weighting": cfg.weighting,
+        "backbone_weights": student_backbone_weights(cfg.student),
+        "frozen_stages": cfg.frozen_stages,
         "logit_scale": round(log_scale.exp().item(), 4),
         "data": cfg.data,
         "images": len(data),
@@ -353,6 +368,24 @@ def distill(cfg: DistillConfig, out: str | Path, resume: bool = False) -> Path:
     ckpt.finish()
     rk.barrier()
     return out
+
+
+def _frozen_prefix(student: Student, frozen_stages: int | None, images: np.ndarray, sources: list[str]):
+    """Freeze the student's stem + first stages and return their cached outputs of `images`
+    (M, C, h, w) fp16, or None when nothing is frozen."""
+    if frozen_stages is None:
+        return None
+    freeze_prefix(student.backbone, frozen_stages)
+    spec = student.arch.input_spec
+    key = json.dumps(spec.to_dict(), sort_keys=True)
+    return cached_prefix_outputs(student.backbone, frozen_stages, images, spec.mean, spec.std, (key, *sources))
+
+
+def _train_mode(student: Student, frozen_stages: int | None) -> None:
+    """Training mode; a student with a frozen prefix is pretrained and keeps its BatchNorm statistics."""
+    student.train()
+    if frozen_stages is not None:
+        bn_eval(student.backbone)
 
 
 def _map_channels(t: Teacher) -> int:

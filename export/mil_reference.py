@@ -149,6 +149,7 @@ _OTHER = {
     "cast", "conv", "linear", "matmul", "thresholded_relu", "sigmoid_hard", "clip", "leaky_relu", "gelu",
     "softmax", "rsqrt", "inverse", "log", "reduce_l2_norm", "reshape", "transpose", "squeeze", "expand_dims",
     "concat", "split", "slice_by_index", "slice_by_size", "layer_norm", "batch_norm", "avg_pool", "max_pool",
+    "pad",
 }  # fmt: skip
 MIL_REFERENCE_OPS = frozenset({"const", *_UNARY, *_BINARY, *_REDUCE, *_OTHER})
 
@@ -252,6 +253,12 @@ def _eval_op(op, arg) -> torch.Tensor | list[torch.Tensor]:
         return y + beta.reshape(shape) if beta is not None else y
     if t in ("avg_pool", "max_pool"):
         return _pool(op, x, t[:3])
+    if t == "pad":  # e.g. TF "same" padding of EfficientNet-Lite: pads of the last N dims, first dim first
+        pads = [int(v) for v in arg("pad").flatten().tolist()]
+        mode = str(val("mode", "constant"))
+        if mode == "constant":
+            return F.pad(x, _torch_pad(pads), value=float(val("constant_val", 0.0)))
+        return F.pad(x, _torch_pad(pads), mode={"reflect": "reflect", "replicate": "replicate"}[mode])
     raise ExportError(f"Core ML reference evaluator: op {t!r} is not implemented")
 
 

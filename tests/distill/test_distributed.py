@@ -76,3 +76,96 @@ def test_sharded_rows_gather_back_in_order():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     mp.start_processes(_gather_on_rank, args=(2, port), nprocs=2, start_method="fork")
+
+
+@pytest.mark.timeout(600)
+def test_teacher_training_under_torchrun_matches_one_process(tmp_path):
+    """Two gloo processes share each global batch (features gathered with their gradients):
+    the same teacher as one process. A pretrained tower above a frozen prefix keeps its
+    BatchNorm statistics, so the equivalence is exact up to summation order."""
+    from ammkd.distill.teacher_training import TeacherConfig, train_teacher
+    from ammkd.distill.teachers import load_teacher
+
+    options = dict(
+        model="tf_efficientnet_lite0:imagenet+hf:all-MiniLM-L6-v2",
+        data="synthetic:96",
+        epochs=1,
+        batch_size=16,
+        lr=1e-3,
+        image_frozen_stages=5,
+        checkpoint_every=0,
+    )
+    single = train_teacher(TeacherConfig(**options), tmp_path / "single")
+    (tmp_path / "cfg.json").write_text(json.dumps(options))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd += ["-m", "ammkd.cli.main", "teachers", "train", "--config", str(tmp_path / "cfg.json")]
+    cmd += ["--out", str(tmp_path / "ddp")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=500, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    val = load_split("synthetic:96", "val")
+    a, b = load_teacher(str(single)), load_teacher(str(tmp_path / "ddp"))
+    images, _, _ = image_tensor(val, a.spec)
+    # Adam amplifies summation-order differences on near-zero gradients: close, not bit-equal
+    assert (a.encode_images(images) * b.encode_images(images)).sum(1).min().item() > 0.99
+    texts = val.flat_captions()[0][:20]
+    assert (a.encode_texts(texts) * b.encode_texts(texts)).sum(1).min().item() > 0.99
+    log_a = [json.loads(line) for line in (single / "metrics.jsonl").read_text().splitlines()]
+    log_b = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log_a] == [r["step"] for r in log_b]  # rank 0 alone logs
+    assert log_a[0]["loss"] == pytest.approx(log_b[0]["loss"], rel=1e-5)  # same first global batch
+    assert [r["loss"] for r in log_a] == pytest.approx([r["loss"] for r in log_b], rel=3e-2)
+
+
+def _teacher_grads_on_rank(rank: int, world: int, port: int, out: str) -> None:
+    import open_clip
+    import torch.distributed as dist
+
+    from ammkd.distill.distributed import Ranks
+    from ammkd.distill.teacher_training import contrastive_step
+    from ammkd.distill.teachers import load_teacher
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(0)
+        teacher = load_teacher("ammkd-tiny-vit")
+        images = torch.randint(0, 256, (8, 3, 64, 64), generator=torch.Generator().manual_seed(1)).float()
+        texts = [f"a photo number {i}" for i in range(8)]
+        lo, hi = Ranks(rank, world).rows(8)
+        loss_fn = open_clip.ClipLoss(gather_with_grad=True, rank=rank, world_size=world)
+        contrastive_step(teacher, images[lo:hi], texts[lo:hi], 1, loss_fn)
+        params = [p for p in teacher.model.parameters() if p.requires_grad]
+        Ranks(rank, world).average_grads(params)
+        if rank == 0:
+            torch.save([p.grad for p in params], out)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.timeout(300)
+def test_teacher_gradient_over_ranks_equals_the_global_batch_gradient(tmp_path):
+    """Features gathered with their gradients + gradients averaged over ranks = the one-process
+    gradient of the global-batch ClipLoss (exactly what Adam then sees, scale included)."""
+    import socket
+
+    import open_clip
+    import torch.multiprocessing as mp
+
+    from ammkd.distill.teacher_training import contrastive_step
+    from ammkd.distill.teachers import load_teacher
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(_teacher_grads_on_rank, args=(2, port, str(tmp_path / "g.pt")), nprocs=2, start_method="fork")
+    torch.manual_seed(0)
+    teacher = load_teacher("ammkd-tiny-vit")
+    images = torch.randint(0, 256, (8, 3, 64, 64), generator=torch.Generator().manual_seed(1)).float()
+    contrastive_step(teacher, images, [f"a photo number {i}" for i in range(8)], 1, open_clip.ClipLoss())
+    expected = [p.grad for p in teacher.model.parameters() if p.requires_grad]
+    got = torch.load(tmp_path / "g.pt")
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        err = (g - e).abs().max().item() / max(e.abs().max().item(), 1e-12)
+        assert err < 1e-4, f"{tuple(e.shape)}: relative error {err:.2e}"

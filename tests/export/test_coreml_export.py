@@ -144,6 +144,17 @@ def test_vit_student_converts_and_evaluates(tmp_path):
     assert check["cosine_min"] >= 0.9995, check
 
 
+def test_efficientnet_lite_student_pads_like_tensorflow(tmp_path):
+    """TF "same" padding (EfficientNet-Lite, pretrained students) becomes MIL `pad` ops: the
+    evaluator must run them, or a pretrained student's Core ML parity cannot be measured."""
+    torch.manual_seed(0)
+    student = create_student("tf_efficientnet_lite0", DIM, image_size=SIZE).eval()
+    info = export_coreml(student, student.arch.input_spec, tmp_path / "lite0.mlpackage")
+    assert "pad" in info["ops"]
+    check = coreml_numeric_check(student, tmp_path / "lite0.mlpackage", smooth_images_u8(2, seed=5))
+    assert check["cosine_min"] >= 0.999, check
+
+
 def test_reference_evaluation_accepts_an_mlmodel(exported):
     import coremltools as ct
 
