@@ -165,7 +165,9 @@ def _markdown(results: dict) -> str:
         "# Flickr8k dev retrieval with pretrained starts (1,000 images, 5,000 captions)",
         "",
         f"Trained on Flickr8k train (6,000 images, 30,000 captions) on {results['machine']['cpus']} CPU cores; "
-        f"every stage together took **{results['total_minutes']} min** (where it goes: `stage_seconds` in the JSON). "
+        f"every stage together took **{results['total_minutes']} min** (where it goes: `stage_seconds` in the JSON; "
+        "a stage finished by an earlier invocation reports the seconds recorded then, in the run folder's "
+        "`stage_seconds.json`). "
         "Chance R@1: 0.1% in both directions.",
         "",
         f"Teachers: ImageNet {' and '.join(f'`{t}`' for t in results['teachers'].values())} image towers with the "
