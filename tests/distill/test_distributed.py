@@ -78,7 +78,7 @@ def test_sharded_rows_gather_back_in_order():
     mp.start_processes(_gather_on_rank, args=(2, port), nprocs=2, start_method="fork")
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 def test_teacher_training_under_torchrun_matches_one_process(tmp_path):
     """Two gloo processes share each global batch (features gathered with their gradients):
     the same teacher as one process. A pretrained tower above a frozen prefix keeps its
@@ -117,48 +117,44 @@ def test_teacher_training_under_torchrun_matches_one_process(tmp_path):
     assert [r["loss"] for r in log_a] == pytest.approx([r["loss"] for r in log_b], rel=3e-2)
 
 
-def _teacher_grads_on_rank(rank: int, world: int, port: int, out: str) -> None:
-    import open_clip
-    import torch.distributed as dist
+TEACHER_GRADS = """
+import sys
+import open_clip
+import torch
+from ammkd.distill.distributed import ranks
+from ammkd.distill.teacher_training import contrastive_step
+from ammkd.distill.teachers import load_teacher
 
-    from ammkd.distill.distributed import Ranks
-    from ammkd.distill.teacher_training import contrastive_step
-    from ammkd.distill.teachers import load_teacher
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        torch.manual_seed(0)
-        teacher = load_teacher("ammkd-tiny-vit")
-        images = torch.randint(0, 256, (8, 3, 64, 64), generator=torch.Generator().manual_seed(1)).float()
-        texts = [f"a photo number {i}" for i in range(8)]
-        lo, hi = Ranks(rank, world).rows(8)
-        loss_fn = open_clip.ClipLoss(gather_with_grad=True, rank=rank, world_size=world)
-        contrastive_step(teacher, images[lo:hi], texts[lo:hi], 1, loss_fn)
-        params = [p for p in teacher.model.parameters() if p.requires_grad]
-        Ranks(rank, world).average_grads(params)
-        if rank == 0:
-            torch.save([p.grad for p in params], out)
-    finally:
-        dist.destroy_process_group()
+rk = ranks()  # torchrun's process group (gloo)
+torch.manual_seed(0)
+teacher = load_teacher("ammkd-tiny-vit")
+images = torch.randint(0, 256, (8, 3, 64, 64), generator=torch.Generator().manual_seed(1)).float()
+texts = [f"a photo number {i}" for i in range(8)]
+lo, hi = rk.rows(8)
+loss_fn = open_clip.ClipLoss(gather_with_grad=True, rank=rk.rank, world_size=rk.world)
+contrastive_step(teacher, images[lo:hi], texts[lo:hi], 1, loss_fn)
+params = [p for p in teacher.model.parameters() if p.requires_grad]
+rk.average_grads(params)
+if rk.is_main:
+    torch.save([p.grad for p in params], sys.argv[1])
+"""
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(900)
 def test_teacher_gradient_over_ranks_equals_the_global_batch_gradient(tmp_path):
     """Features gathered with their gradients + gradients averaged over ranks = the one-process
     gradient of the global-batch ClipLoss (exactly what Adam then sees, scale included)."""
-    import socket
-
     import open_clip
-    import torch.multiprocessing as mp
 
     from ammkd.distill.teacher_training import contrastive_step
     from ammkd.distill.teachers import load_teacher
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.start_processes(_teacher_grads_on_rank, args=(2, port, str(tmp_path / "g.pt")), nprocs=2, start_method="fork")
+    (tmp_path / "grads.py").write_text(TEACHER_GRADS)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    proc = subprocess.run(cmd + [str(tmp_path / "grads.py"), str(tmp_path / "g.pt")], capture_output=True, text=True,
+                          timeout=600, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
     torch.manual_seed(0)
     teacher = load_teacher("ammkd-tiny-vit")
     images = torch.randint(0, 256, (8, 3, 64, 64), generator=torch.Generator().manual_seed(1)).float()
