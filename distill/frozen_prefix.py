@@ -50,14 +50,11 @@ def suffix_forward(trunk: nn.Module, h: torch.Tensor, frozen_stages: int) -> tor
     return trunk.forward_head(h)
 
 
-def freeze_prefix(trunk: nn.Module, frozen_stages: int) -> list[nn.Parameter]:
-    """Freeze the stem and the first stages; BatchNorm layers keep their statistics (see `bn_eval`).
-    Returns the parameters that still train."""
+def freeze_prefix(trunk: nn.Module, frozen_stages: int) -> None:
+    """Freeze the stem and the first stages' weights (their BatchNorm statistics: `bn_eval`)."""
     _check(trunk, frozen_stages)
-    frozen = [trunk.conv_stem, trunk.bn1, *trunk.blocks[:frozen_stages]]
-    for m in frozen:
+    for m in (trunk.conv_stem, trunk.bn1, *trunk.blocks[:frozen_stages]):
         m.requires_grad_(False)
-    return [p for p in trunk.parameters() if p.requires_grad]
 
 
 def bn_eval(module: nn.Module) -> nn.Module:
