@@ -42,13 +42,15 @@ def _latency_ms(bundle: BundleReader, target: dict) -> float | None:
     ]
 
 
-def _rows(bundle_dir: Path) -> list[dict]:
+def _rows(bundle_dir: Path, fp32: dict[str, int] | None = None, suffix: str = "") -> list[dict]:
+    """One row per artifact of a bundle; `fp32`: {format: bytes} to compare sizes with (default:
+    the bundle's own unquantized artifacts); `suffix` is appended to the artifact names."""
     bundle = BundleReader.open(bundle_dir)
     targets = bundle.manifest["targets"]
-    fp32 = {t["format"]: t["bytes"] for t in targets if t["quantization"] == "none"}
+    fp32 = fp32 or {t["format"]: t["bytes"] for t in targets if t["quantization"] == "none"}
     return [
         {
-            "artifact": f"{t['format']}/{t['quantization']}",
+            "artifact": f"{t['format']}/{t['quantization']}{suffix}",
             "weights": t["dtype"],
             "bytes": t["bytes"],
             "vs_fp32": round(t["bytes"] / fp32[t["format"]], 3) if t["format"] in fp32 else None,
@@ -85,7 +87,16 @@ def main(argv: list[str] | None = None) -> dict:
     export_bundle(args.model, out / "quantized", quant)
     rows = _rows(out / "quantized")
     manifest = BundleReader.open(out / "quantized").manifest
+    # for comparison: static int8 of every convolution (no float prefix), ONNX only
+    all_int8 = ExportConfig(
+        target="onnx", quantize="int8", int8_float_convs=0, parity_images=args.parity_images, allow_degraded=True
+    )
+    export_bundle(args.model, out / "int8-every-conv", all_int8)
+    fp32_bytes = {r["artifact"].split("/")[0]: r["bytes"] for r in rows if r["artifact"].endswith("/none")}
+    rows += _rows(out / "int8-every-conv", fp32_bytes, " (every conv int8)")
     int8 = next(r for r in rows if r["artifact"] == "onnx/int8")
+    prefix = next(t for t in manifest["targets"] if t["format"] == "onnx" and t["quantization"] == "int8")["details"]
+    prefix = prefix["float_prefix"]
     weights = next(r for r in rows if r["artifact"] == "onnx/int8-weights")
     results = {
         "benchmark": "export",
@@ -96,6 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
         "target_all_fp32_seconds": all_seconds,
         "onnx_int8_vs_fp32_bytes": int8["vs_fp32"],
         "onnx_int8_top1_agreement": int8["top1_agreement"],
+        "int8_float_prefix": prefix,
         "onnx_int8_weights_vs_fp32_bytes": weights["vs_fp32"],
         "onnx_int8_weights_top1_agreement": weights["top1_agreement"],
         "artifacts": rows,
@@ -111,6 +123,12 @@ def main(argv: list[str] | None = None) -> dict:
         f"**{all_seconds} s** on {os.cpu_count()} cores. ONNX int8 (static, int8 weights and activations) is "
         f"**{int8['vs_fp32']:.0%}** of the fp32 ONNX size with top-1 agreement **{int8['top1_agreement']:.0%}**; "
         f"ONNX int8-weights (weight-only) is **{weights['vs_fp32']:.0%}** with **{weights['top1_agreement']:.0%}**.",
+        "",
+        f"Static int8 (ONNX and ExecuTorch) keeps the first **{prefix['float_convs']} of {prefix['convs']}** "
+        f"convolutions float, the fewest whose top-1 agreement on {prefix['probe_images']} training images "
+        "reached the bound plus a margin (tried: "
+        + ", ".join(f"{t['float_convs']} -> {t['top1_agreement']:.1%}" for t in prefix["trials"])
+        + "). The `(every conv int8)` rows quantize every convolution, for comparison.",
         "",
         "| artifact | weights | bytes | vs fp32 | cosine min | top-1 agreement | export s | ORT ms (1 thread) |",
         "|---|---|---:|---:|---:|---:|---:|---:|",

@@ -117,7 +117,8 @@ def _models(args, runs: Path, train: str, stages: dict) -> dict[str, dict]:
     for name, tower in TEACHERS.items():
         out = runs / name
         if not (out / "teacher.json").is_file():
-            _timed(stages, name, lambda: train_teacher(teacher_config(tower, train, args.budget), out, resume=True))
+            cfg = teacher_config(tower, train, args.budget)
+            _timed(stages, name, lambda cfg=cfg, out=out: train_teacher(cfg, out, resume=True))
         else:
             _recorded(stages, name)
         models[name] = {"folder": out, "kind": "teacher", "recipe": tower}
@@ -127,7 +128,7 @@ def _models(args, runs: Path, train: str, stages: dict) -> dict[str, dict]:
             out = runs / f"{name}_seed{seed}"
             if not (out / STUDENT_META).is_file():
                 cfg = student_config(teachers, train, weighting, seed, args.budget)
-                _timed(stages, out.name, lambda: distill(cfg, out, resume=True))
+                _timed(stages, out.name, lambda cfg=cfg, out=out: distill(cfg, out, resume=True))
             else:
                 _recorded(stages, out.name)
             models[out.name] = {"folder": out, "kind": "student", "recipe": name, "seed": seed}
@@ -137,7 +138,9 @@ def _models(args, runs: Path, train: str, stages: dict) -> dict[str, dict]:
 def _summary(models: dict, seeds: list[int]) -> dict:
     """Per student recipe: mean ± std over seeds, its share of the best teacher, and the paired
     difference of AMMKD minus no distillation (same seed) with its standard error."""
-    best_teacher = max((m for m in models.values() if m["kind"] == "teacher"), key=lambda m: m["metrics"]["mean_recall"])
+    best_teacher = max(
+        (m for m in models.values() if m["kind"] == "teacher"), key=lambda m: m["metrics"]["mean_recall"]
+    )
     best = best_teacher["metrics"]["mean_recall"]
     out = {"best_teacher": best_teacher["recipe"], "best_teacher_mean_recall": best, "recipes": {}}
     per = {}
@@ -183,10 +186,16 @@ def _markdown(results: dict) -> str:
     for name, row in results["models"].items():
         m = row["metrics"]
         lines.append(f"| {name} | " + " | ".join(f"{m[k]:.1f}" for k in KEYS) + f" | {row['train_seconds']} |")
-    lines += ["", "| student recipe | mean recall (mean ± std over seeds) | per seed | share of the best teacher |", "|---|---:|---|---:|"]
+    lines += [
+        "",
+        "| student recipe | mean recall (mean ± std over seeds) | per seed | share of the best teacher |",
+        "|---|---:|---|---:|",
+    ]
     for recipe, r in s["recipes"].items():
         std = f" ± {r['std']:.2f}" if r["std"] is not None else ""
-        lines.append(f"| {recipe} | {r['mean']:.2f}{std} | {r['mean_recall_per_seed']} | {r['share_of_best_teacher']:.1%} |")
+        lines.append(
+            f"| {recipe} | {r['mean']:.2f}{std} | {r['mean_recall_per_seed']} | {r['share_of_best_teacher']:.1%} |"
+        )
     d = s["ammkd_minus_no_kd"]
     se = f" ± {d['stderr']:.2f} (standard error)" if d["stderr"] is not None else ""
     lines += [
@@ -246,7 +255,9 @@ def main(argv: list[str] | None = None) -> dict:
     for name, row in models.items():
         folder = row["folder"]
         teacher = row["kind"] == "teacher"
-        row["metrics"] = evaluate_teacher(load_teacher(str(folder)), dev_data) if teacher else evaluate_student(folder, dev_data)
+        row["metrics"] = (
+            evaluate_teacher(load_teacher(str(folder)), dev_data) if teacher else evaluate_student(folder, dev_data)
+        )
         meta = json.loads((folder / ("teacher.json" if teacher else STUDENT_META)).read_text())
         row["train_seconds"] = meta.get("train_seconds")
         print(name, row["metrics"], flush=True)
@@ -261,7 +272,10 @@ def main(argv: list[str] | None = None) -> dict:
         "text_tower": TEXT_TOWER,
         "teachers": dict(TEACHERS),
         "student": f"{STUDENT} (EfficientNet-Lite0, ImageNet) at {STUDENT_SIZE} px",
-        "models": {n: {**{k: v for k, v in m.items() if k != "folder"}, "folder": relative(m["folder"])} for n, m in models.items()},
+        "models": {
+            n: {**{k: v for k, v in m.items() if k != "folder"}, "folder": relative(m["folder"])}
+            for n, m in models.items()
+        },
         "summary": _summary(models, args.seeds),
         "stage_seconds": stages,
         "total_minutes": round(sum(stages.values()) / 60, 1),
@@ -277,7 +291,12 @@ def main(argv: list[str] | None = None) -> dict:
         "command": "uv run --frozen --no-sync python benchmarks/flickr8k.py " + " ".join(argv or sys.argv[1:]),
     }
     args.results.mkdir(parents=True, exist_ok=True)
-    for name in ("teacher_lite2", "teacher_lite1", f"student_ammkd_seed{args.seeds[0]}", f"student_no_kd_seed{args.seeds[0]}"):
+    for name in (
+        "teacher_lite2",
+        "teacher_lite1",
+        f"student_ammkd_seed{args.seeds[0]}",
+        f"student_no_kd_seed{args.seeds[0]}",
+    ):
         log = models[name]["folder"] / "metrics.jsonl"
         plot_learning_curve(log, args.results / f"flickr8k_{name}_curve.png", f"{name} on Flickr8k train")
     atomic_write_json(args.results / "flickr8k.json", results)

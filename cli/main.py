@@ -174,6 +174,9 @@ def export(
     ),
     dynamic_batch: bool = typer.Option(False, help="ONNX: symbolic batch dimension instead of batch 1."),
     calibration_images: Optional[int] = typer.Option(None, help="Training images for int8 calibration (64)."),
+    int8_float_convs: Optional[int] = typer.Option(
+        None, help="Static int8: leading convolutions kept float (default: the fewest that pass the gate)."
+    ),
     coreml_precision: Optional[str] = typer.Option(None, help="Core ML compute precision: fp16|fp32."),
     coreml_min_target: Optional[str] = typer.Option(None, help="Core ML deployment target: iOS16|iOS17|iOS18."),
     executorch_delegate: Optional[str] = typer.Option(
@@ -195,6 +198,7 @@ def export(
         quantize=quantize,
         dynamic_batch=dynamic_batch or None,
         calibration_images=calibration_images,
+        int8_float_convs=int8_float_convs,
         coreml_precision=coreml_precision,
         coreml_min_target=coreml_min_target,
         executorch_delegate=executorch_delegate,

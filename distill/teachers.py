@@ -104,7 +104,12 @@ class Teacher:
         disk cache (keyed by the frozen weights, the spec and `key_parts`, e.g. image sources)."""
         spec_key = json.dumps(self.spec.to_dict(), sort_keys=True)
         return cached_prefix_outputs(
-            self.model.visual.trunk, self.frozen_stages, images_u8, self.spec.mean, self.spec.std, (spec_key, *key_parts)
+            self.model.visual.trunk,
+            self.frozen_stages,
+            images_u8,
+            self.spec.mean,
+            self.spec.std,
+            (spec_key, *key_parts),
         )
 
     def features_from_prefix(self, prefix: torch.Tensor) -> torch.Tensor:

@@ -33,6 +33,7 @@ from ammkd.distill.curves import plot_learning_curve
 from ammkd.distill.data import image_tensor, load_split, without_split
 from ammkd.distill.distributed import ranks
 from ammkd.distill.feature_heads import FeatureHeads
+from ammkd.distill.frozen_prefix import bn_eval, cached_prefix_outputs, freeze_prefix, prefix_batch
 from ammkd.distill.fusion import (
     FUSIONS,
     FusionNetwork,
@@ -58,7 +59,6 @@ from ammkd.distill.schedule import (
     step_rng,
     total_steps,
 )
-from ammkd.distill.frozen_prefix import bn_eval, cached_prefix_outputs, freeze_prefix, prefix_batch
 from ammkd.distill.student import Student, StudentArch, create_student, student_backbone_weights
 from ammkd.distill.teacher_outputs import TEACHER_OUTPUT_MODES, FusedTeacherOutputs, TeacherOutputs
 from ammkd.distill.teachers import Teacher, load_teacher
@@ -266,7 +266,11 @@ def distill(cfg: DistillConfig, out: str | Path, resume: bool = False) -> Path:
     )
 
     log_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))  # student's learnable 1/tau
-    named = [*((n, p) for n, p in student.named_parameters() if p.requires_grad), *heads.named_parameters(prefix="heads"), ("logit_scale", log_scale)]
+    named = [
+        *((n, p) for n, p in student.named_parameters() if p.requires_grad),
+        *heads.named_parameters(prefix="heads"),
+        ("logit_scale", log_scale),
+    ]
     opt = adamw(named, cfg.lr, cfg.weight_decay)
     total = total_steps(len(data), cfg.batch_size, cfg.epochs)
     warmup = max(1, round(cfg.warmup_fraction * total))

@@ -26,6 +26,7 @@ from ammkd.common.files import sha256_file
 from ammkd.distill.data import load_split
 from ammkd.distill.train import INDEX_TEXTS, INDEX_VECTORS, STUDENT_WEIGHTS, load_student
 from ammkd.export.bundle_format import MANIFEST, InputSpec, file_entry, write_array, write_manifest
+from ammkd.export.float_prefix import choose_float_convs
 from ammkd.export.onnx_export import (
     INPUT_NAME,
     OUTPUT_NAME,
@@ -60,6 +61,10 @@ class ExportConfig:
     ort_format: bool = True  # ONNX: also the .ort file of ONNX Runtime Mobile
     quantize_all_ops: bool = False  # ONNX int8: also LayerNorm, Softmax, Add... (may hurt ViTs)
     calibration_images: int = 64  # real training images for static int8 calibration
+    # static int8 (ONNX, ExecuTorch): leading convolutions kept float; None: the fewest that pass
+    # the top-1 gate on `probe_images` further training images (float_prefix.py)
+    int8_float_convs: int | None = None
+    probe_images: int = 256
     coreml_precision: str = "fp16"
     coreml_min_target: str = "iOS16"
     executorch_delegate: str = "xnnpack"  # xnnpack (Android and iOS CPUs) or coreml (iOS/macOS only)
@@ -107,8 +112,12 @@ class ExportConfig:
         for q in self.quantizations() or [""]:
             if q not in QUANTIZATIONS:
                 raise ConfigError(f"export: unknown quantization {q!r}; use one of {list(QUANTIZATIONS)}")
-        if self.parity_images < 1 or self.golden < 1 or self.topk < 1 or self.calibration_images < 1:
-            raise ConfigError("export: parity_images, golden, topk and calibration_images must be >= 1")
+        if min(self.parity_images, self.golden, self.topk, self.calibration_images, self.probe_images) < 1:
+            raise ConfigError("export: parity_images, golden, topk, calibration_images and probe_images must be >= 1")
+        if self.int8_float_convs is not None and self.int8_float_convs < 0:
+            raise ConfigError(
+                f"export: int8_float_convs must be >= 0 (or unset: searched); got {self.int8_float_convs}"
+            )
 
 
 def _images(data_spec: str, split: str, n: int, spec: InputSpec, index_texts: list[str] | None = None):
@@ -163,24 +172,89 @@ def _weight_dtype(target: str, quant: str, cfg: ExportConfig) -> str:
     return "float32"
 
 
-def _export_one(student, spec, target: str, quant: str, tmp: Path, cfg: ExportConfig, calib) -> tuple[str, dict]:
+class _Int8Inputs:
+    """What static int8 needs, loaded or searched once and only if a quantizer asks: calibration
+    images (the first `calibration_images` training images), probe images (the next
+    `probe_images`) and the float prefix (float_prefix.py)."""
+
+    def __init__(self, student, spec: InputSpec, data_spec: str, cfg: ExportConfig, tmp: Path, index16: np.ndarray):
+        self.student, self.spec, self.data_spec, self.cfg = student, spec, data_spec, cfg
+        self.tmp, self.index16 = tmp, index16
+        self._images: np.ndarray | None = None
+        self._prefix: dict | None = None
+
+    def calibration(self) -> np.ndarray:
+        return self._train()[: self.cfg.calibration_images]
+
+    def probe(self) -> np.ndarray:
+        """The training images after the calibration ones (the calibration images if none are left)."""
+        rest = self._train()[self.cfg.calibration_images :]
+        return rest if len(rest) else self.calibration()
+
+    def _train(self) -> np.ndarray:
+        if self._images is None:
+            n = self.cfg.calibration_images + self.cfg.probe_images
+            self._images = uint8_to_input(_images(self.data_spec, "train", n, self.spec)[1], self.spec)
+        return self._images
+
+    def float_prefix(self) -> dict:
+        """{"float_convs": k, ...}: the configured count, or the search's result and its trials."""
+        if self._prefix is None:
+            if self.cfg.int8_float_convs is not None:
+                self._prefix = {"float_convs": self.cfg.int8_float_convs, "chosen_by": "config"}
+            else:
+                fp32 = _fp32_onnx(self.student, self.spec, self.tmp, self.cfg)
+                self._prefix = choose_float_convs(
+                    fp32,
+                    self.calibration(),
+                    self.probe(),
+                    self.index16,
+                    self.cfg.min_top1_agreement,
+                    self.cfg.quantize_all_ops,
+                ) | {"chosen_by": "search on training images"}
+        return self._prefix
+
+
+def _fp32_onnx(student, spec: InputSpec, tmp: Path, cfg: ExportConfig) -> Path:
+    """The float ONNX encoder that quantizers start from (exported once per bundle, not shipped)."""
+    fp32 = tmp / ".fp32-for-quantization.onnx"
+    if not fp32.is_file():
+        export_onnx(student, spec.size, fp32, cfg.opset, cfg.dynamic_batch)
+    return fp32
+
+
+def _export_one(
+    student, spec, target: str, quant: str, tmp: Path, cfg: ExportConfig, int8: _Int8Inputs
+) -> tuple[str, dict]:
     """Write one artifact into the temporary bundle; returns (relative path, format details)."""
     rel = "image_encoder" + ("" if quant == "none" else f".{quant}") + SUFFIX[target]
     path = tmp / rel
+    static = quant == "int8" and target in ("onnx", "executorch")
+    prefix = int8.float_prefix() if static else {}
     if target == "onnx":
-        fp32 = tmp / ("image_encoder.onnx" if quant == "none" else ".fp32-for-quantization.onnx")
-        if not fp32.is_file():
-            export_onnx(student, spec.size, fp32, cfg.opset, cfg.dynamic_batch)
-        if quant != "none":
-            quantize_onnx(fp32, path, quant, calib(), cfg.quantize_all_ops)
-        return rel, {"opset": cfg.opset, "mobile_usability": mobile_usability(path)}
+        if quant == "none":
+            export_onnx(student, spec.size, path, cfg.opset, cfg.dynamic_batch)
+        else:
+            calibration = int8.calibration() if quant == "int8" else None
+            fp32 = _fp32_onnx(student, spec, tmp, cfg)
+            quantize_onnx(fp32, path, quant, calibration, cfg.quantize_all_ops, prefix.get("float_convs", 0))
+        info = {"opset": cfg.opset, "mobile_usability": mobile_usability(path)}
+        return rel, info | ({"float_prefix": prefix} if prefix else {})
     if target == "executorch":
         from ammkd.export.executorch_export import export_executorch
 
-        calibration = calib() if quant == "int8" else None
-        return rel, export_executorch(
-            student, spec.size, path, quant, calibration, cfg.executorch_delegate, cfg.coreml_min_target
+        calibration = int8.calibration() if quant == "int8" else None
+        info = export_executorch(
+            student,
+            spec.size,
+            path,
+            quant,
+            calibration,
+            cfg.executorch_delegate,
+            cfg.coreml_min_target,
+            prefix.get("float_convs", 0),
         )
+        return rel, info | ({"float_prefix": prefix} if prefix else {})
     from ammkd.export.coreml_export import export_coreml
 
     info = export_coreml(student, spec, path, quant, cfg.coreml_precision, cfg.coreml_min_target)
@@ -241,13 +315,6 @@ def export_bundle(model_dir: str | Path, out: str | Path, cfg: ExportConfig | No
             f"{model_dir}: index {index.shape} does not match {len(texts)} texts x dim {student.arch.embed_dim}"
         )
     data_spec = cfg.data or meta["data"]
-    calibration: list[np.ndarray] = []
-
-    def calib() -> np.ndarray:  # real training images, loaded once and only if a quantizer asks
-        if not calibration:
-            calibration.append(uint8_to_input(_images(data_spec, "train", cfg.calibration_images, spec)[1], spec))
-        return calibration[0]
-
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -255,6 +322,7 @@ def export_bundle(model_dir: str | Path, out: str | Path, cfg: ExportConfig | No
         index16 = np.frombuffer((tmp / vectors.path).read_bytes(), "<f2").reshape(index.shape).astype(np.float32)
         (tmp / "index" / "texts.json").write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
         faiss_entry = _write_faiss(tmp, index16)
+        int8 = _Int8Inputs(student, spec, data_spec, cfg, tmp, index16)
 
         images, u8, captions = _images(data_spec, "val", max(cfg.parity_images, cfg.golden), spec, texts)
         x = uint8_to_input(u8, spec)
@@ -264,7 +332,7 @@ def export_bundle(model_dir: str | Path, out: str | Path, cfg: ExportConfig | No
         targets, results = [], {}
         for target, quant in plan:
             t0 = time.time()
-            rel, info = _export_one(student, spec, target, quant, tmp, cfg, calib)
+            rel, info = _export_one(student, spec, target, quant, tmp, cfg, int8)
             artifacts = [("onnx" if target == "onnx" else target, rel)]
             if target == "onnx" and cfg.ort_format:
                 ort_file = convert_to_ort(tmp / rel, tmp / rel.replace(".onnx", ".ort"), basic=quant == "fp16")

@@ -7,7 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 os.environ.setdefault("AMMKD_NO_PROGRESS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may wait on a model hub
@@ -82,6 +84,19 @@ def full_bundle(pipeline, tmp_path_factory) -> Path:
     # int8 of this tiny student misses its bounds (see the parity test), so keep what it gives
     cfg = ExportConfig(target="all", quantize="none,int8", parity_images=8, calibration_images=16, allow_degraded=True)
     return export_bundle(pipeline["student"], out, cfg)
+
+
+def smooth_images(n: int, size: int, seed: int, cells: int = 8) -> np.ndarray:
+    """(n, 3, size, size) float32 in [0, 1]: random cells x cells colour fields upsampled, closer to
+    photos than noise."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(n, 3, cells, cells, generator=g)
+    return torch.nn.functional.interpolate(low, size=size, mode="bilinear", align_corners=False).numpy()
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine of (N, D) arrays."""
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
 def chance_mean_recall(n_images: int, captions_per_image: int = 5, ks=(1, 5, 10)) -> float:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import csv
 import collections
+import csv
 import pickle
 from pathlib import Path
 

@@ -69,7 +69,9 @@ def test_fine_tuning_trains_only_above_the_frozen_prefix(fine_tuned):
     assert all(torch.equal(before[k], after[k]) for k in frozen), "a frozen weight moved"
     assert any(not torch.equal(before[k], after[k]) for k in top), "the trainable top did not train"
     # BatchNorm statistics of the pretrained tower stay put: small CLIP batches would blur them
-    assert torch.equal(before[f"blocks.{FROZEN + 1}.0.bn1.running_mean"], after[f"blocks.{FROZEN + 1}.0.bn1.running_mean"])
+    assert torch.equal(
+        before[f"blocks.{FROZEN + 1}.0.bn1.running_mean"], after[f"blocks.{FROZEN + 1}.0.bn1.running_mean"]
+    )
 
 
 def test_cached_prefix_path_equals_the_full_tower(fine_tuned):

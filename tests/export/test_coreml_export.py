@@ -13,6 +13,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from conftest import smooth_images
 
 from ammkd.common.errors import BundleError, ConfigError, ExportError
 from ammkd.distill.student import create_student
@@ -31,10 +32,7 @@ DIM = 64
 
 def smooth_images_u8(n: int, seed: int) -> np.ndarray:
     """(n, 3, SIZE, SIZE) uint8: random 8x8 colour fields upsampled, closer to photos than noise."""
-    g = torch.Generator().manual_seed(seed)
-    low = torch.rand(n, 3, 8, 8, generator=g)
-    x = torch.nn.functional.interpolate(low, size=SIZE, mode="bilinear", align_corners=False)
-    return (x * 255).round().to(torch.uint8).numpy()
+    return (smooth_images(n, SIZE, seed) * 255).round().astype(np.uint8)
 
 
 def make_student(seed: int):

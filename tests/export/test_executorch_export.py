@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import cosine, smooth_images
 
 from ammkd.common.errors import BundleError, ConfigError, ExportError
 from ammkd.distill.student import create_student
@@ -14,24 +15,13 @@ from ammkd.mobile_runtime.backends import ExecuTorchImageEncoder
 SIZE = 64
 
 
-def smooth_images(n: int, seed: int) -> np.ndarray:
-    """(n, 3, SIZE, SIZE) float32 in [0, 1]: random 8x8 colour fields upsampled, closer to photos than noise."""
-    g = torch.Generator().manual_seed(seed)
-    low = torch.rand(n, 3, 8, 8, generator=g)
-    return torch.nn.functional.interpolate(low, size=SIZE, mode="bilinear", align_corners=False).numpy()
-
-
-def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-
-
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     torch.manual_seed(0)
     student = create_student("ammkd-mnv3-small-050", 64, image_size=SIZE).eval()
     root = tmp_path_factory.mktemp("executorch")
     fp32 = export_executorch(student, SIZE, root / "fp32.pte")
-    int8 = export_executorch(student, SIZE, root / "int8.pte", "int8", calibration=smooth_images(16, seed=1))
+    int8 = export_executorch(student, SIZE, root / "int8.pte", "int8", calibration=smooth_images(16, SIZE, seed=1))
     return {"student": student, "root": root, "fp32": fp32, "int8": int8}
 
 
@@ -41,7 +31,7 @@ def reference(student, x: np.ndarray) -> np.ndarray:
 
 
 def test_fp32_program_matches_pytorch(exported):
-    x = smooth_images(8, seed=2)
+    x = smooth_images(8, SIZE, seed=2)
     enc = ExecuTorchImageEncoder(exported["root"] / "fp32.pte")
     got = enc.embed(x)
     assert got.shape == (8, 64) and got.dtype == np.float32
@@ -55,7 +45,7 @@ def test_fp32_program_matches_pytorch(exported):
 
 
 def test_int8_program_is_close_and_about_a_quarter_of_fp32(exported):
-    x = smooth_images(8, seed=3)
+    x = smooth_images(8, SIZE, seed=3)
     got = ExecuTorchImageEncoder(exported["root"] / "int8.pte").embed(x)
     assert cosine(reference(exported["student"], x), got).min() >= 0.99  # measured 0.99998 (seed 0)
     fp32_bytes = (exported["root"] / "fp32.pte").stat().st_size
@@ -66,7 +56,7 @@ def test_int8_program_is_close_and_about_a_quarter_of_fp32(exported):
 
 def test_program_loads_from_bytes_and_leaves_no_temp_files(exported):
     data = (exported["root"] / "fp32.pte").read_bytes()
-    x = smooth_images(2, seed=4)
+    x = smooth_images(2, SIZE, seed=4)
     got = ExecuTorchImageEncoder(data, name="bundle/image_encoder.pte").embed(x)
     assert cosine(reference(exported["student"], x), got).min() >= 0.999
     assert sorted(p.name for p in exported["root"].iterdir()) == ["fp32.pte", "int8.pte"]
@@ -78,7 +68,9 @@ def test_bad_quantization_options_are_config_errors(exported, tmp_path):
     with pytest.raises(ConfigError, match="calibration images"):
         export_executorch(exported["student"], SIZE, tmp_path / "m.pte", quantize="int8")
     with pytest.raises(ConfigError, match=r"\(N, 3, 64, 64\)"):
-        export_executorch(exported["student"], SIZE, tmp_path / "m.pte", "int8", calibration=smooth_images(2, 0)[:, :1])
+        export_executorch(
+            exported["student"], SIZE, tmp_path / "m.pte", "int8", calibration=smooth_images(2, SIZE, 0)[:, :1]
+        )
     assert EXECUTORCH_QUANTIZATIONS == ("none", "int8")
     assert not list(tmp_path.iterdir())
 
