@@ -90,6 +90,43 @@ def _empty_manifest(source: Path, encoder: dict, dim: int) -> dict:
     }
 
 
+def is_safe_relative(name: str) -> bool:
+    """Whether `name` is a plain relative POSIX path: not absolute, no empty, `.` or `..` segments,
+    no backslash or NUL (a gallery entry must stay inside its photo folder)."""
+    parts = name.split("/")
+    return bool(name) and "\\" not in name and "\x00" not in name and all(p not in ("", ".", "..") for p in parts)
+
+
+def check_gallery_manifest(manifest, mpath: Path) -> None:
+    """gallery.json is untrusted input: its format, the types of every field read, and image names
+    that stay inside the photo folder; else a BundleError naming the file and the field."""
+
+    def bad(why: str) -> BundleError:
+        return BundleError(f"{mpath}: {why}; delete the gallery folder to rebuild it")
+
+    if not isinstance(manifest, dict):
+        raise bad("not a JSON object")
+    if manifest.get("format") != GALLERY_FORMAT or manifest.get("format_version") != GALLERY_VERSION:
+        raise BundleError(f"{mpath}: not an {GALLERY_FORMAT} version {GALLERY_VERSION} manifest")
+    images, entry = manifest.get("images"), manifest.get("embeddings")
+    if not isinstance(manifest.get("source_dir"), str):
+        raise bad("'source_dir' is missing or not a string")
+    if not isinstance(images, list) or not all(isinstance(n, str) for n in images):
+        raise bad("'images' is missing or not a list of names")
+    unsafe = next((n for n in images if not is_safe_relative(n)), None)
+    if unsafe is not None:
+        raise bad(f"image {unsafe!r} is not a relative path inside the photo folder")
+    if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
+        raise bad("'embeddings' is missing or has no 'sha256'")
+    size, shape = entry.get("bytes"), entry.get("shape")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise bad("'embeddings.bytes' is not a non-negative integer")
+    if not (isinstance(shape, list) and len(shape) == 2 and all(isinstance(d, int) and d >= 0 for d in shape)):
+        raise bad("'embeddings.shape' is not [rows, dim]")
+    if shape[0] * shape[1] * 4 != size:
+        raise bad(f"'embeddings' says {size} bytes for shape {shape} float32")
+
+
 def open_gallery(bundle_root: str | Path) -> Gallery | None:
     """The bundle's gallery, checked (format, size, SHA-256), or None if it has none. Rows past
     the recorded size (an interrupted append) are cut off first."""
@@ -103,8 +140,7 @@ def open_gallery(bundle_root: str | Path) -> Gallery | None:
         raise BundleError(
             f"{mpath}: unreadable gallery manifest ({e}); delete the gallery folder to rebuild it"
         ) from None
-    if manifest.get("format") != GALLERY_FORMAT or manifest.get("format_version") != GALLERY_VERSION:
-        raise BundleError(f"{mpath}: not an {GALLERY_FORMAT} version {GALLERY_VERSION} manifest")
+    check_gallery_manifest(manifest, mpath)
     entry = manifest["embeddings"]
     path = folder / EMBEDDINGS
     size = path.stat().st_size if path.is_file() else 0

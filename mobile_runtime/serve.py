@@ -5,8 +5,10 @@ URL space, and nothing else:
     /                 web_demo/index.html
     /<file>           a top-level file of web_demo/ (.html, .js, .mjs, .css, .png, .svg, .ico)
     /ort/<file>       web_demo/node_modules/onnxruntime-web/dist/<file> (the WASM and WebGPU runtimes)
-    /bundle/<path>    a file of the bundle folder
+    /bundle/<path>    a file the bundle's manifest lists, the manifest itself, and the gallery's
+                      embeddings and gallery.json (without the photo folder's path)
     /photos/<i>       the i-th photo of the bundle's gallery (gallery/gallery.json), when it has one
+                      and it is a regular file inside the gallery's photo folder
 
 Every path is decoded, stripped of `.`/`..`-style segments by refusal (not by normalisation),
 resolved, and checked to lie inside its root; directories are never listed. Every response
@@ -16,6 +18,7 @@ carries the cross-origin isolation headers (COOP/COEP/CORP), so the page may use
 from __future__ import annotations
 
 import ipaddress
+import json
 import mimetypes
 import posixpath
 import shutil
@@ -27,8 +30,10 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from ammkd.common.errors import BundleError, ConfigError
-from ammkd.export.bundle_format import BundleReader
-from ammkd.mobile_runtime.gallery import open_gallery
+from ammkd.export.bundle_format import MANIFEST, BundleReader
+from ammkd.mobile_runtime.gallery import EMBEDDINGS, GALLERY_DIR, GALLERY_MANIFEST, open_gallery
+
+MAX_INDEX_DIGITS = 9  # /photos/<i>: longer numbers are refused before parsing
 
 WEB_DEMO = Path(__file__).resolve().parents[1] / "web_demo"
 ORT_DIST = Path("node_modules") / "onnxruntime-web" / "dist"
@@ -85,6 +90,9 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
     routes: dict[str, tuple[Path, bool]] = {}  # URL prefix -> (folder, whether sub-folders are reachable)
     photos: tuple[Path, ...] = ()  # the gallery's photos, by row: the only files outside the two roots served
+    photo_root: Path | None = None  # the gallery's photo folder (resolved): every photo must lie inside it
+    bundle_files: frozenset[str] = frozenset()  # what /bundle/ serves: relative paths
+    redacted: frozenset[str] = frozenset()  # /bundle/ files served without the photo folder (gallery.json)
     page_root: Path = WEB_DEMO
     quiet = True
 
@@ -119,9 +127,9 @@ class _Handler(BaseHTTPRequestHandler):
         if not path.startswith("/") or "\\" in path or "\x00" in path:
             return None
         if path.startswith("/photos/"):
-            i = path.removeprefix("/photos/")
-            ok = i.isdigit() and int(i) < len(self.photos) and self.photos[int(i)].is_file()
-            return self.photos[int(i)] if ok else None
+            return self._photo(path.removeprefix("/photos/"))
+        if path.startswith("/bundle/") and path.removeprefix("/bundle/") not in self.bundle_files:
+            return None
         for prefix, (root, nested) in self.routes.items():
             if not path.startswith(prefix):
                 continue
@@ -139,6 +147,16 @@ class _Handler(BaseHTTPRequestHandler):
             return target
         return None
 
+    def _photo(self, i: str) -> Path | None:
+        """Row `i` of the gallery if it is a regular file inside the photo folder (checked again
+        on every request: the folder may have changed since the server started)."""
+        if not (i.isascii() and i.isdigit() and len(i) <= MAX_INDEX_DIGITS) or int(i) >= len(self.photos):
+            return None
+        target = self.photos[int(i)].resolve()
+        if self.photo_root is None or not target.is_relative_to(self.photo_root) or not target.is_file():
+            return None
+        return target
+
     def _serve(self, head_only: bool) -> None:
         try:
             target = self.resolve(self.path)
@@ -146,6 +164,15 @@ class _Handler(BaseHTTPRequestHandler):
             target = None
         if target is None:
             self._refuse(HTTPStatus.NOT_FOUND, head_only)
+            return
+        if target.as_posix() in self.redacted:
+            body = _public_gallery_json(target)
+            if body is None:
+                self._refuse(HTTPStatus.NOT_FOUND, head_only)
+                return
+            self._headers(HTTPStatus.OK, len(body), content_type(target))
+            if not head_only:
+                self.wfile.write(body)
             return
         try:
             with open(target, "rb") as f:
@@ -185,9 +212,12 @@ def make_server(
         "/ort/": ((web_root / ORT_DIST).resolve(), False),
         "/": (web_root, False),
     }
-    gallery = open_gallery(reader.root)
-    photos = tuple((gallery.source / name).resolve() for name in gallery.images) if gallery else ()
-    attrs = {"routes": routes, "page_root": web_root, "quiet": quiet, "photos": photos}
+    gallery = open_gallery(reader.root)  # checked: image names are relative paths inside its folder
+    attrs = {"routes": routes, "page_root": web_root, "quiet": quiet, "bundle_files": _bundle_files(reader)}
+    if gallery is not None:
+        root = gallery.source.resolve()
+        attrs |= {"photos": tuple(root / name for name in gallery.images), "photo_root": root}
+        attrs["redacted"] = frozenset({(reader.root.resolve() / GALLERY_DIR / GALLERY_MANIFEST).as_posix()})
     handler = type("Handler", (_Handler,), attrs)
     server_cls = ThreadingHTTPServer
     if ":" in host:  # an IPv6 literal
@@ -199,6 +229,37 @@ def make_server(
         raise ConfigError(f"cannot listen on {host}:{port} ({why}); try another --port, or --port 0") from None
     server.daemon_threads = True
     return server
+
+
+def _public_gallery_json(path: Path) -> bytes | None:
+    """gallery.json as read now, without `source_dir` (the user's photo folder stays private), or
+    None if it is unreadable."""
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(manifest, dict):
+        return None
+    return json.dumps({k: v for k, v in manifest.items() if k != "source_dir"}, ensure_ascii=False).encode()
+
+
+def _bundle_files(reader: BundleReader) -> frozenset[str]:
+    """The relative paths /bundle/ serves: the manifest, every file it lists (at any depth, as
+    {"path": ...} entries) and the gallery's two files."""
+    listed = set()
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("path"), str):
+                listed.add(node["path"])
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(reader.manifest)
+    return frozenset(listed | {MANIFEST, f"{GALLERY_DIR}/{GALLERY_MANIFEST}", f"{GALLERY_DIR}/{EMBEDDINGS}"})
 
 
 def _lan_address() -> str | None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import subprocess
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +87,35 @@ def full_bundle(pipeline, tmp_path_factory) -> Path:
     # int8 of this tiny student misses its bounds (see the parity test), so keep what it gives
     cfg = ExportConfig(target="all", quantize="none,int8", parity_images=8, calibration_images=16, allow_degraded=True)
     return export_bundle(pipeline["student"], out, cfg)
+
+
+@contextmanager
+def serving(bundle: Path, **kw):
+    """A server for `bundle` (make_server's options) in a thread -> its base URL."""
+    from ammkd.mobile_runtime.serve import make_server
+
+    server = make_server(bundle, port=0, **kw)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def http_get(url: str, path: str, method: str = "GET") -> tuple[int, dict, bytes]:
+    """(status, lower-cased headers, body) of one request; the path is sent exactly as given."""
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.putrequest(method, path, skip_host=False, skip_accept_encoding=True)  # the path is sent as is
+        conn.endheaders()
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
 
 
 def smooth_images(n: int, size: int, seed: int, cells: int = 8) -> np.ndarray:

@@ -12,13 +12,11 @@ import json
 import os
 import shutil
 import subprocess
-import threading
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_user_error, run_cli
+from conftest import assert_user_error, http_get, run_cli, serving
 
 from ammkd.common.errors import ConfigError
 from ammkd.export.bundle_format import BundleReader
@@ -42,19 +40,6 @@ def _need_browser() -> None:
         pytest.skip(f"{CHROMIUM} is missing; {ENABLE}")
     if not (WEB_DEMO / "node_modules" / "playwright-core").is_dir():
         pytest.skip(f"web_demo/node_modules/playwright-core is missing; {ENABLE}")
-
-
-@contextmanager
-def serving(bundle: Path, **kw):
-    server = make_server(bundle, port=0, **kw)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
 
 
 def drive(url: str, *args: str) -> dict:
@@ -207,32 +192,20 @@ def test_page_refuses_bad_bundles_and_non_images(pipeline, tmp_path):
     assert huge["caption"] == "big.jpg (6000x4000)"
 
 
-def _get(url: str, path: str, method: str = "GET") -> tuple[int, dict, bytes]:
-    host, port = url.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=10)
-    try:
-        conn.putrequest(method, path, skip_host=False, skip_accept_encoding=True)  # the path is sent as is
-        conn.endheaders()
-        resp = conn.getresponse()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
-    finally:
-        conn.close()
-
-
 def test_server_is_read_only_and_confined(pipeline):
     _need_ort()
     bundle = pipeline["bundle"]
     with serving(bundle) as url:
-        status, headers, body = _get(url, "/bundle/manifest.json")
+        status, headers, body = http_get(url, "/bundle/manifest.json")
         assert status == 200 and json.loads(body)["format"] == "ammkd-bundle"
         assert headers["cross-origin-opener-policy"] == "same-origin"
         assert headers["cross-origin-embedder-policy"] == "require-corp"
         assert headers["cross-origin-resource-policy"] == "same-origin"
-        status, headers, body = _get(url, "/")
+        status, headers, body = http_get(url, "/")
         assert status == 200 and headers["content-type"].startswith("text/html") and b"app.js" in body
-        assert _get(url, "/app.js")[1]["content-type"].startswith("text/javascript")
-        assert _get(url, "/ort/ort.wasm.min.mjs")[1]["content-type"].startswith("text/javascript")
-        status, headers, body = _get(url, "/ort/ort-wasm-simd-threaded.wasm", "HEAD")
+        assert http_get(url, "/app.js")[1]["content-type"].startswith("text/javascript")
+        assert http_get(url, "/ort/ort.wasm.min.mjs")[1]["content-type"].startswith("text/javascript")
+        status, headers, body = http_get(url, "/ort/ort-wasm-simd-threaded.wasm", "HEAD")
         assert status == 200 and headers["content-type"] == "application/wasm" and body == b""
         assert int(headers["content-length"]) > 0
         for path in (
@@ -256,12 +229,12 @@ def test_server_is_read_only_and_confined(pipeline):
             "/bundle/manifest.json%00",
             "/bundle/..\\manifest.json",
         ):
-            status, _, body = _get(url, path)
+            status, _, body = http_get(url, path)
             assert status == 404, path
             assert b"manifest" not in body and b"<a href" not in body, path
-        assert _get(url, "/bundle/manifest.json", "POST")[0] == 405
-        assert _get(url, "/bundle/manifest.json", "PUT")[0] == 405
-        assert _get(url, "/bundle/manifest.json", "DELETE")[0] == 405
+        assert http_get(url, "/bundle/manifest.json", "POST")[0] == 405
+        assert http_get(url, "/bundle/manifest.json", "PUT")[0] == 405
+        assert http_get(url, "/bundle/manifest.json", "DELETE")[0] == 405
 
 
 def test_server_checks_bundle_and_page_runtime(pipeline, tmp_path):
