@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -173,15 +174,23 @@ class BundleReader:
             raise BundleError(f"{where}: SHA-256 does not match the manifest (file was modified)")
         return data
 
+    def _read(self, entry: dict) -> tuple[Path, bytes]:
+        """A file's path and bytes, its size checked against the manifest before it is read (a
+        file bigger than the manifest says is never loaded), then its SHA-256."""
+        p = self._resolve(entry)
+        size = p.stat().st_size
+        if size != entry["bytes"]:
+            where = self.root / entry["path"]
+            raise BundleError(f"{where}: size {size} bytes, manifest says {entry['bytes']} (truncated or replaced)")
+        return p, self._verify(entry, p.read_bytes())
+
     def read_bytes(self, entry: dict) -> bytes:
         """A file's bytes, read once and checked (size, SHA-256) before they are returned."""
-        return self._verify(entry, self._resolve(entry).read_bytes())
+        return self._read(entry)[1]
 
     def path(self, entry: dict) -> Path:
         """Path of a file after checking it; for consumers that must open it by name themselves."""
-        p = self._resolve(entry)
-        self._verify(entry, p.read_bytes())
-        return p
+        return self._read(entry)[0]
 
     def read_json(self, entry: dict) -> Any:
         data = self.read_bytes(entry)
@@ -194,7 +203,7 @@ class BundleReader:
         """A raw binary entry as an array of its manifest dtype and shape."""
         data = self.read_bytes(entry)
         arr = np.frombuffer(data, dtype=_DTYPES[entry["dtype"]])
-        expected = int(np.prod(entry["shape"]))
+        expected = math.prod(entry["shape"])  # Python ints: no overflow
         if arr.size != expected:
             raise BundleError(
                 f"{self.root / entry['path']}: {arr.size} values, shape {entry['shape']} needs {expected}"

@@ -83,3 +83,34 @@ def test_index_shape_that_contradicts_the_manifest_is_refused(bundle_copy):
     mpath.write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="do not match count"):
         Retriever.open(bundle_copy)
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "message"),
+    [
+        (("input", "size"), 100_000, "input/size: 100000 is greater than the maximum of 4096"),
+        (("output", "dim"), 10**7, "output/dim"),
+        (("index", "count"), 10**12, "index/count"),
+        (("index", "vectors", "shape"), [1] * 9, "index/vectors/shape"),
+        (("index", "vectors", "shape"), [2**40, 2**40], r"index/vectors/shape/\d: \d+ is greater than the maximum"),
+    ],
+)
+def test_sizes_a_reader_would_allocate_from_are_bounded(bundle_copy, where, value, message):
+    """A manifest cannot make a reader allocate without bound (input.size 100000 was a 30 GB tensor)."""
+    mpath = bundle_copy / "manifest.json"
+    manifest = json.loads(mpath.read_text())
+    node = manifest
+    for key in where[:-1]:
+        node = node[key]
+    node[where[-1]] = value
+    mpath.write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=f"manifest.json: invalid manifest at {message}"):
+        Retriever.open(bundle_copy)
+
+
+def test_a_file_bigger_than_the_manifest_says_is_refused_before_reading(bundle_copy):
+    p = bundle_copy / "index" / "texts.json"
+    with open(p, "ab") as f:
+        f.truncate(p.stat().st_size + (1 << 30))  # a sparse gigabyte: never read
+    with pytest.raises(BundleError, match=r"texts.json: size \d+ bytes, manifest says \d+"):
+        Retriever.open(bundle_copy)
