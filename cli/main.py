@@ -332,6 +332,10 @@ def verify(
     if as_json:
         print(json.dumps(report))
     else:
+        bad = [f for f in report["files"] if not f["ok"]]
+        out.print(f"files: {len(report['files']) - len(bad)} of {len(report['files'])} listed files intact")
+        for f in bad:
+            out.print(f"[red]FAILED[/red] {f['reason']}")
         for p in report["preprocess"]:
             out.print(f"preprocess {p['image']}: max |diff| {p['max_abs_diff']:.2e} {'ok' if p['ok'] else 'FAILED'}")
         table = Table(title=f"{report['golden']} golden inputs per target")

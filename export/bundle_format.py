@@ -113,6 +113,16 @@ def validate_manifest(manifest: dict, where: str = MANIFEST) -> None:
         raise BundleError(f"{where}: invalid manifest at {at}: {e.message}") from None
 
 
+def listed_files(node) -> list[dict]:
+    """Every file entry of a manifest (at any depth: dicts with "path" and "sha256"), in order."""
+    if isinstance(node, dict):
+        own = [node] if isinstance(node.get("path"), str) and "sha256" in node else []
+        return own + [e for v in node.values() for e in listed_files(v)]
+    if isinstance(node, list):
+        return [e for v in node for e in listed_files(v)]
+    return []
+
+
 def write_manifest(bundle_dir: Path, manifest: dict) -> Path:
     manifest = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **manifest}
     validate_manifest(manifest, str(Path(bundle_dir) / MANIFEST))

@@ -30,7 +30,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from ammkd.common.errors import BundleError, ConfigError
-from ammkd.export.bundle_format import MANIFEST, BundleReader
+from ammkd.export.bundle_format import MANIFEST, BundleReader, listed_files
 from ammkd.mobile_runtime.gallery import EMBEDDINGS, GALLERY_DIR, GALLERY_MANIFEST, open_gallery
 
 MAX_INDEX_DIGITS = 9  # /photos/<i>: longer numbers are refused before parsing
@@ -244,21 +244,8 @@ def _public_gallery_json(path: Path) -> bytes | None:
 
 
 def _bundle_files(reader: BundleReader) -> frozenset[str]:
-    """The relative paths /bundle/ serves: the manifest, every file it lists (at any depth, as
-    {"path": ...} entries) and the gallery's two files."""
-    listed = set()
-
-    def walk(node) -> None:
-        if isinstance(node, dict):
-            if isinstance(node.get("path"), str):
-                listed.add(node["path"])
-            for v in node.values():
-                walk(v)
-        elif isinstance(node, list):
-            for v in node:
-                walk(v)
-
-    walk(reader.manifest)
+    """The relative paths /bundle/ serves: the manifest, every file it lists and the gallery's two files."""
+    listed = {e["path"] for e in listed_files(reader.manifest)}
     return frozenset(listed | {MANIFEST, f"{GALLERY_DIR}/{GALLERY_MANIFEST}", f"{GALLERY_DIR}/{EMBEDDINGS}"})
 
 

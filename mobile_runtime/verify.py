@@ -1,5 +1,6 @@
 """`ammkd verify`: the bundle's golden pairs through every backend present, as an app's self-test.
 
+Every file the manifest lists must be a regular file (not a link) of the listed size and SHA-256.
 For each golden pair: the source PNG, preprocessed from the manifest's input spec, must equal the
 stored input tensor; then each image encoder target (ONNX, ORT, ExecuTorch; Core ML on macOS, and
 elsewhere its saved MIL program through the reference evaluator) embeds the stored input, and its
@@ -12,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ammkd.common.errors import AmmkdError
-from ammkd.export.bundle_format import BundleReader
+from ammkd.common.errors import AmmkdError, BundleError
+from ammkd.export.bundle_format import BundleReader, listed_files
 from ammkd.export.parity import min_cosine_for
 from ammkd.mobile_runtime.backends import open_image_encoder, why_not_runnable_here
 from ammkd.mobile_runtime.preprocess import preprocess
@@ -23,8 +24,15 @@ PREPROCESS_TOLERANCE = 1e-6  # max abs difference of the Python preprocessing to
 
 
 def verify_bundle(bundle_dir, threads: int = 1) -> dict:
-    """-> {"preprocess": [...], "targets": [...], "ok": bool}; each row says what was compared."""
+    """-> {"files": [...], "preprocess": [...], "targets": [...], "ok": bool}; each row says what
+    was compared."""
     bundle = BundleReader.open(bundle_dir)
+    file_rows = [_check_file(bundle, e) for e in listed_files(bundle.manifest)]
+    if not all(r["ok"] for r in file_rows):  # the golden pairs below would only repeat the first failure
+        golden = len(bundle.manifest["golden"])
+        return {"bundle": str(bundle.root), "golden": golden, "files": file_rows, "preprocess": [], "targets": []} | {
+            "ok": False
+        }
     spec = bundle.input_spec
     index = bundle.read_array(bundle.manifest["index"]["vectors"]).astype(np.float32)
     golden = bundle.manifest["golden"]
@@ -77,4 +85,16 @@ def verify_bundle(bundle_dir, threads: int = 1) -> dict:
             }
         )
     ok = all(r["ok"] for r in pre_rows) and all(r["status"] != "failed" for r in rows)
-    return {"bundle": str(bundle.root), "golden": len(golden), "preprocess": pre_rows, "targets": rows, "ok": ok}
+    report = {"bundle": str(bundle.root), "golden": len(golden), "files": file_rows, "preprocess": pre_rows}
+    return report | {"targets": rows, "ok": ok}
+
+
+def _check_file(bundle: BundleReader, entry: dict) -> dict:
+    """{"path", "ok", "reason"?}: one listed file is a regular file with its size and SHA-256."""
+    try:
+        if (bundle.root / entry["path"]).is_symlink():
+            raise BundleError(f"{bundle.root / entry['path']}: a symbolic link; bundle files must be regular files")
+        bundle.read_bytes(entry)
+    except (BundleError, OSError) as e:
+        return {"path": entry["path"], "ok": False, "reason": str(e)}
+    return {"path": entry["path"], "ok": True}

@@ -10,7 +10,7 @@ from conftest import run_cli
 
 from ammkd.common.errors import BundleError, ConfigError
 from ammkd.common.files import sha256_file
-from ammkd.export.bundle_format import BundleReader
+from ammkd.export.bundle_format import BundleReader, listed_files
 from ammkd.mobile_runtime.backends import open_image_encoder
 from ammkd.mobile_runtime.retriever import Retriever
 from ammkd.mobile_runtime.verify import verify_bundle
@@ -34,6 +34,7 @@ def test_verify_runs_every_backend_present(full_bundle):
             exact_top1 = not r["target"].endswith("/none") or r["top1_agreement"] == 1.0
             assert (r["status"] == "ok") == (r["cosine_min"] >= r["cosine_bound"] and exact_top1), r
     assert report["ok"] == all(r["status"] != "failed" for r in rows.values())
+    assert len(report["files"]) == len(listed_files(manifest)) > 10 and all(f["ok"] for f in report["files"])
 
 
 def _rewrite_golden_embedding(bundle, transform):
@@ -56,6 +57,47 @@ def test_verify_fails_on_a_wrong_golden_output_and_the_command_exits_1(pipeline,
     assert {r["target"]: r["status"] for r in report["targets"]} == {"onnx/none": "failed", "ort/none": "failed"}
     proc = run_cli("verify", "--bundle", str(bundle))
     assert proc.returncode == 1 and "verification failed" in proc.stdout
+
+
+def _flip(p):
+    data = bytearray(p.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    p.write_bytes(bytes(data))
+
+
+def _into_directory(p):
+    p.unlink()
+    p.mkdir()
+
+
+def _into_symlink(p):
+    copy = p.with_name(p.name + ".copy")
+    shutil.copyfile(p, copy)
+    p.unlink()
+    p.symlink_to(copy.name)  # same bytes, but a link
+
+
+@pytest.mark.parametrize("rel", ["index/texts.json", "index/class_vectors.faiss"])
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (_flip, "SHA-256 does not match"),
+        (lambda p: p.write_bytes(p.read_bytes()[:-5]), "truncated or replaced"),
+        (lambda p: p.unlink(), "missing from the bundle"),
+        (_into_directory, "missing from the bundle"),
+        (_into_symlink, "a symbolic link"),
+    ],
+)
+def test_verify_checks_every_listed_file(pipeline, tmp_path, rel, damage, reason):
+    bundle = shutil.copytree(pipeline["bundle"], tmp_path / "bundle")
+    damage(bundle / rel)
+    report = verify_bundle(bundle)
+    bad = [f for f in report["files"] if not f["ok"]]
+    assert not report["ok"] and [f["path"] for f in bad] == [rel] and reason in bad[0]["reason"]
+    if damage is _into_symlink and rel.endswith(".faiss"):  # the command, once: exit 1 and the reason
+        proc = run_cli("verify", "--bundle", str(bundle))
+        assert proc.returncode == 1 and "verification failed" in proc.stdout
+        assert reason in " ".join(proc.stdout.split())
 
 
 def test_backend_choice(full_bundle, pipeline):
