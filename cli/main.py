@@ -384,6 +384,7 @@ def bench(
             print(json.dumps(r))
         else:
             _print_bench_rows(f"{r['device']} (phone)", r["targets"])
+        _exit_if_a_target_failed(r["targets"])
         return
     if bundle is None:
         raise ConfigError("bench: give --bundle B (or --parse-phone-results DIR)")
@@ -398,13 +399,22 @@ def bench(
     r = bench_bundle(bundle, threads, warmup, runs, batch)
     if as_json:
         print(json.dumps(r))
-        return
-    _print_bench_rows(f"{r['model']} ({r['input_size']} px), {runs} runs after {warmup} warm-up", r["targets"])
-    s = r["index_search"]
-    out.print(
-        f"index search (exact, NumPy): top-{s['k']} of {s['count']:,} x {s['dim']} in "
-        f"{s['exact_numpy']['median_ms']:.3f} ms median (p90 {s['exact_numpy']['p90_ms']:.3f})"
-    )
+    else:
+        _print_bench_rows(f"{r['model']} ({r['input_size']} px), {runs} runs after {warmup} warm-up", r["targets"])
+        s = r["index_search"]
+        out.print(
+            f"index search (exact, NumPy): top-{s['k']} of {s['count']:,} x {s['dim']} in "
+            f"{s['exact_numpy']['median_ms']:.3f} ms median (p90 {s['exact_numpy']['p90_ms']:.3f})"
+        )
+    _exit_if_a_target_failed(r["targets"])
+
+
+def _exit_if_a_target_failed(rows: list[dict]) -> None:
+    """Exit 1 (after every row was reported) if a target failed; skipped ones (no runtime here) do not count."""
+    failed = [t["target"] for t in rows if t["status"] == "failed"]
+    if failed:
+        err.print(f"[red]bench: {len(failed)} target(s) failed: {', '.join(failed)}[/red]")
+        raise typer.Exit(1)
 
 
 def _print_bench_rows(title: str, rows: list[dict]) -> None:

@@ -1,6 +1,7 @@
 """`ammkd bench`: every target measured in its own process, with figures that hang together."""
 
 import json
+import shutil
 import sys
 
 from conftest import assert_user_error, run_cli
@@ -34,3 +35,14 @@ def test_bench_command_json_and_bad_bundle(pipeline, tmp_path):
     assert [t["target"] for t in r["targets"]] == ["onnx/none", "ort/none"]
     assert all(t["status"] == "ok" and t["latency"]["median_ms"] > 0 for t in r["targets"])
     assert_user_error(run_cli("bench", "--bundle", str(tmp_path)), "manifest.json", "missing")
+
+
+def test_bench_exits_1_when_a_target_fails_and_keeps_the_other_rows(pipeline, tmp_path):
+    bundle = shutil.copytree(pipeline["bundle"], tmp_path / "bundle")
+    ort = bundle / "image_encoder.ort"
+    ort.write_bytes(ort.read_bytes()[:-100])  # truncated: its worker fails
+    proc = run_cli("bench", "--bundle", str(bundle), "--runs", "3", "--warmup", "1", "--json")
+    assert proc.returncode == 1 and "1 target(s) failed: ort/none" in " ".join(proc.stderr.split())
+    rows = {t["target"]: t for t in json.loads(proc.stdout)["targets"]}
+    assert rows["onnx/none"]["status"] == "ok" and rows["ort/none"]["status"] == "failed"
+    assert "image_encoder.ort" in rows["ort/none"]["reason"]
