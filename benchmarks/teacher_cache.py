@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
             teacher_outputs=mode,
             checkpoint_every=0,
         )
-        distill(cfg, out)
+        distill(cfg, out, overwrite=True)
         per_step = _step_seconds(out / "metrics.jsonl", skip=5)
         modes[mode] = {"median_s_per_step": round(statistics.median(per_step), 4), "samples": len(per_step)}
         print(mode, modes[mode], flush=True)

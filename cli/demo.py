@@ -86,6 +86,7 @@ def run_demo(preset: str, out: str | Path) -> dict:
                 lr=p["teacher_lr"],
             ),
             tdir,
+            overwrite=True,  # the demo's own folder: a second `make demo` starts over
         )
         teacher = load_teacher(str(tdir))
         rows[f"teacher {name}"] = {
@@ -98,7 +99,7 @@ def run_demo(preset: str, out: str | Path) -> dict:
         teacher_dirs.append(str(tdir))
     for name, options in p["students"].items():
         sdir = out / "students" / name
-        distill(DistillConfig(teachers=teacher_dirs, data=p["data"], **options), sdir)
+        distill(DistillConfig(teachers=teacher_dirs, data=p["data"], **options), sdir, overwrite=True)
         student, _ = load_student(sdir)
         rows[f"student {name}"] = {
             **evaluate(str(sdir), p["data"]),

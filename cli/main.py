@@ -60,6 +60,7 @@ def teachers_train(
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip unreadable images; list them in skipped.json."),
     config: Optional[Path] = typer.Option(None, help="YAML/TOML/JSON TeacherConfig; options override it."),
     resume: bool = typer.Option(False, help="Continue an interrupted run from its last checkpoint in --out."),
+    overwrite: bool = typer.Option(False, help="Start over in an --out that holds a finished or interrupted run."),
 ):
     """Contrastively train one teacher (open_clip ClipLoss) on the train split."""
     from ammkd.common.config import load_config
@@ -84,7 +85,7 @@ def teachers_train(
         checkpoint_every=checkpoint_every,
         skip_bad=skip_bad or None,
     )
-    train_teacher(cfg, out_dir, resume=resume)
+    train_teacher(cfg, out_dir, resume=resume, overwrite=overwrite)
     metrics = evaluate(str(out_dir), cfg.data, skip_bad=cfg.skip_bad)
     out.print(_metrics_table(f"teacher {cfg.model} on {cfg.data} (val)", {str(out_dir): metrics}))
     out.print(f"teacher written to [bold]{out_dir}[/bold] (learning curve: {out_dir / 'learning_curve.png'})")
@@ -113,6 +114,7 @@ def distill(
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip unreadable images; list them in skipped.json."),
     config: Optional[Path] = typer.Option(None, help="YAML/TOML/JSON DistillConfig; options override it."),
     resume: bool = typer.Option(False, help="Continue an interrupted run from its last checkpoint in --out."),
+    overwrite: bool = typer.Option(False, help="Start over in an --out that holds a finished or interrupted run."),
 ):
     """Distil a student from the teachers (AMMKD: KL over class vectors, adaptive weights)."""
     from ammkd.common.config import load_config
@@ -138,7 +140,7 @@ def distill(
         spectral_weight=spectral_weight,
         skip_bad=skip_bad or None,
     )
-    run(cfg, out_dir, resume=resume)
+    run(cfg, out_dir, resume=resume, overwrite=overwrite)
     if not ranks().is_main:  # under torchrun, rank 0 alone reports
         return
     metrics = evaluate(str(out_dir), cfg.data, skip_bad=cfg.skip_bad)

@@ -135,6 +135,26 @@ class Checkpointer:
             self.path.unlink(missing_ok=True)
 
 
+def claim_run_folder(out: Path, marker: str, resume: bool, overwrite: bool, writer: bool = True) -> None:
+    """The rule of every training command: a folder holding a finished run (its `marker` file)
+    or an interrupted one (a checkpoint) is trained into only with `resume` (continue it) or
+    `overwrite` (start over: the marker goes now, the old outputs as the new run writes them).
+    `writer`: False on data-parallel ranks other than 0 (they check, rank 0 removes)."""
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite exclude each other: continue a run, or start it over")
+    if overwrite:
+        if writer:
+            (out / marker).unlink(missing_ok=True)
+        return
+    if (out / marker).is_file() and not resume:
+        raise ConfigError(f"{out}: holds a finished run ({marker}); pass --overwrite to replace it, or another --out")
+    if (out / Checkpointer.FILE).is_file() and not resume:
+        raise ConfigError(
+            f"{out}: holds an interrupted run ({Checkpointer.FILE}); pass --resume to continue it "
+            "or --overwrite to start over"
+        )
+
+
 def read_log(log: Path) -> list[dict]:
     """The complete records of a JSONL metrics log (a line cut short by a crash is dropped)."""
     records = []

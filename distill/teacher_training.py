@@ -31,8 +31,17 @@ from ammkd.distill.data import ImageTextData, image_tensor, load_split
 from ammkd.distill.distributed import ranks
 from ammkd.distill.evaluate import evaluate_teacher
 from ammkd.distill.frozen_prefix import bn_eval, freeze_prefix, prefix_batch
-from ammkd.distill.schedule import Checkpointer, adamw, batch_indices, cosine_lr, set_lr, step_rng, total_steps
-from ammkd.distill.teachers import Teacher, load_teacher, save_teacher
+from ammkd.distill.schedule import (
+    Checkpointer,
+    adamw,
+    batch_indices,
+    claim_run_folder,
+    cosine_lr,
+    set_lr,
+    step_rng,
+    total_steps,
+)
+from ammkd.distill.teachers import TEACHER_META, Teacher, load_teacher, save_teacher
 from ammkd.distill.text_towers import is_hf_cfg
 
 
@@ -161,12 +170,13 @@ def _load_val(cfg: TeacherConfig, teacher: Teacher, skipped: list[str]):
     return val, arr
 
 
-def train_teacher(cfg: TeacherConfig, out: str | Path, resume: bool = False) -> Path:
+def train_teacher(cfg: TeacherConfig, out: str | Path, resume: bool = False, overwrite: bool = False) -> Path:
     """Train a teacher contrastively on `cfg.data` (train split) and save it to `out`.
 
     Each step pairs every image with one of its captions drawn at random and a random-resized
     crop of the image. With `resume`, an interrupted run continues from its last checkpoint in
-    `out` and ends with the same weights as an uninterrupted run. Returns `out`.
+    `out` and ends with the same weights as an uninterrupted run; a folder that already holds a
+    run is refused unless `resume` or `overwrite` (schedule.claim_run_folder). Returns `out`.
     """
     cfg.validate()
     rk = ranks()  # torchrun: this process's share of every global batch (see distributed.py)
@@ -176,6 +186,7 @@ def train_teacher(cfg: TeacherConfig, out: str | Path, resume: bool = False) -> 
             f"{rk.world} processes, and accum_steps must be 1"
         )
     out = Path(out)
+    claim_run_folder(out, TEACHER_META, resume, overwrite, rk.is_main)
     out.mkdir(parents=True, exist_ok=True)
     if rk.is_main:
         save_config(cfg, out / "config.json")

@@ -49,6 +49,7 @@ from ammkd.export.bundle_format import InputSpec
 PRESET_DIR = Path(__file__).with_name("presets") / "teachers"
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
+TEACHER_META = "teacher.json"  # written last: a teacher folder with it is a finished run
 HF_TEXT_DIR = "hf_text"
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -231,13 +232,13 @@ def _load_folder(path: Path) -> Teacher:
 def _read_meta(path: Path) -> dict:
     """teacher.json of a teacher folder ({} for a folder written by another tool)."""
     try:
-        meta = json.loads((path / "teacher.json").read_text(encoding="utf-8"))
+        meta = json.loads((path / TEACHER_META).read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}
     except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
-        raise ConfigError(f"{path / 'teacher.json'}: unreadable ({type(e).__name__}: {e})") from None
+        raise ConfigError(f"{path / TEACHER_META}: unreadable ({type(e).__name__}: {e})") from None
     if not isinstance(meta, dict):
-        raise ConfigError(f"{path / 'teacher.json'}: not a JSON object")
+        raise ConfigError(f"{path / TEACHER_META}: not a JSON object")
     return meta
 
 
@@ -343,7 +344,7 @@ def save_teacher(teacher: Teacher, out: Path, extra: dict) -> None:
     )
     state = {k: v.detach().contiguous() for k, v in teacher.model.state_dict().items()}
     atomic_write(out / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp)))
-    atomic_write_json(out / "teacher.json", {"weights_sha256": sha256_file(out / WEIGHTS_FILE), **extra})
+    atomic_write_json(out / TEACHER_META, {"weights_sha256": sha256_file(out / WEIGHTS_FILE), **extra})
 
 
 class TeacherImageEncoder(torch.nn.Module):

@@ -53,6 +53,7 @@ from ammkd.distill.schedule import (
     Checkpointer,
     adamw,
     batch_indices,
+    claim_run_folder,
     cosine_lr,
     read_log,
     set_lr,
@@ -217,14 +218,17 @@ def load_student(model_dir: str | Path) -> tuple[Student, dict]:
     return student.eval(), meta
 
 
-def distill(cfg: DistillConfig, out: str | Path, resume: bool = False) -> Path:
+def distill(cfg: DistillConfig, out: str | Path, resume: bool = False, overwrite: bool = False) -> Path:
     """Train a student from cfg.teachers on cfg.data (train split); write it and its index to
-    `out`. With `resume`, an interrupted run continues from its last checkpoint. Returns `out`."""
+    `out`. With `resume`, an interrupted run continues from its last checkpoint; a folder that
+    already holds a run is refused unless `resume` or `overwrite` (schedule.claim_run_folder).
+    Returns `out`."""
     cfg.validate()
     rk = ranks()  # torchrun: this process's share of the work (see distributed.py)
     if cfg.batch_size % rk.world:
         raise ConfigError(f"distill: batch_size {cfg.batch_size} must divide evenly over {rk.world} processes")
     out = Path(out)
+    claim_run_folder(out, STUDENT_META, resume, overwrite, rk.is_main)
     out.mkdir(parents=True, exist_ok=True)
     if rk.is_main:
         save_config(cfg, out / "config.json")

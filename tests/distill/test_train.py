@@ -6,7 +6,7 @@ from conftest import TINY_DATA, chance_mean_recall, run_interrupted_then_resumed
 
 from ammkd.common.errors import ConfigError
 from ammkd.distill.evaluate import evaluate
-from ammkd.distill.train import DistillConfig, load_student
+from ammkd.distill.train import DistillConfig, distill, load_student
 
 
 def test_student_learns_and_logs_alpha(pipeline):
@@ -70,8 +70,6 @@ def test_bad_distill_configs(kwargs, message):
 def test_interrupted_distillation_resumes_exactly(pipeline, tmp_path, monkeypatch, options):
     from safetensors.torch import load_file
 
-    from ammkd.distill.train import distill
-
     cfg = DistillConfig(
         teachers=[str(pipeline["vit"]), str(pipeline["rn"])],
         data=TINY_DATA,
@@ -105,3 +103,30 @@ def test_index_holds_every_split_even_when_the_data_names_train(pipeline, tmp_pa
     texts = set(json.loads((tmp_path / INDEX_TEXTS).read_text()))
     for split in ("train", "val", "test"):
         assert set(load_split("synthetic:300", split).texts()[0]) <= texts, split
+
+
+def test_a_finished_or_interrupted_run_folder_is_kept_unless_resume_or_overwrite(pipeline, tmp_path):
+    from ammkd.distill.schedule import claim_run_folder
+    from ammkd.distill.teacher_training import TeacherConfig, train_teacher
+
+    student, teacher = pipeline["student"], pipeline["rn"]
+    before = {p: p.stat().st_mtime_ns for p in [*student.iterdir(), *teacher.iterdir()]}
+    cfg = DistillConfig(teachers=[str(pipeline["vit"]), str(teacher)], data=TINY_DATA, epochs=1)
+    with pytest.raises(ConfigError, match=r"holds a finished run \(student.json\); pass --overwrite"):
+        distill(cfg, student)
+    with pytest.raises(ConfigError, match=r"holds a finished run \(teacher.json\); pass --overwrite"):
+        train_teacher(TeacherConfig(model="ammkd-tiny-rn", data=TINY_DATA, epochs=1), teacher)
+    assert {p: p.stat().st_mtime_ns for p in [*student.iterdir(), *teacher.iterdir()]} == before  # untouched
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"")
+    with pytest.raises(ConfigError, match=r"interrupted run \(checkpoint.pt\); pass --resume to continue it"):
+        claim_run_folder(run, "student.json", resume=False, overwrite=False)
+    claim_run_folder(run, "student.json", resume=True, overwrite=False)  # continue it
+    (run / "student.json").write_text("{}")
+    with pytest.raises(ConfigError, match="exclude each other"):
+        claim_run_folder(run, "student.json", resume=True, overwrite=True)
+    claim_run_folder(run, "student.json", resume=False, overwrite=True)
+    assert not (run / "student.json").exists()  # no longer looks finished while it is redone
+    claim_run_folder(tmp_path / "fresh", "student.json", resume=False, overwrite=False)  # a new folder is fine
