@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 from pathlib import Path
 from typing import Any, TypeVar, get_args, get_origin, get_type_hints
@@ -67,6 +68,27 @@ def _coerce(name: str, value: Any, hint: Any, where: str) -> Any:
     except (TypeError, ValueError):
         raise ConfigError(f"{where}: option {name!r} must be {hint.__name__}, got {value!r}") from None
     return value
+
+
+def require_finite(cfg: Any, where: str) -> None:
+    """Every float of a dataclass config (and of its lists) is finite; else a ConfigError naming it."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        items = value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in items):
+            raise ConfigError(f"{where}: option {f.name!r} must be finite, got {value!r}")
+
+
+def check_schedule(cfg: Any, where: str) -> None:
+    """The numbers every training config shares: finite values, epochs and lr > 0, warm-up
+    fraction in [0, 1], weight decay and seed >= 0."""
+    require_finite(cfg, where)
+    if not (cfg.epochs > 0 and cfg.lr > 0):
+        raise ConfigError(f"{where}: epochs and lr must be > 0, got epochs {cfg.epochs}, lr {cfg.lr}")
+    if not 0 <= cfg.warmup_fraction <= 1:
+        raise ConfigError(f"{where}: warmup_fraction must be in [0, 1], got {cfg.warmup_fraction}")
+    if cfg.weight_decay < 0 or cfg.seed < 0:
+        raise ConfigError(f"{where}: weight_decay and seed must be >= 0, got {cfg.weight_decay}, {cfg.seed}")
 
 
 def build_config(cls: type[C], values: dict, where: str = "config") -> C:

@@ -14,9 +14,12 @@ from ammkd.common.errors import ConfigError
 from ammkd.common.files import atomic_write
 
 
-def total_steps(n_items: int, batch_size: int, epochs: float) -> int:
-    """Optimizer steps for `epochs` passes over `n_items` (at least one)."""
-    return max(1, round(epochs * max(1, n_items // batch_size)))
+def total_steps(n_items: int, batch_size: int, epochs: float, where: str = "training") -> int:
+    """Optimizer steps for `epochs` passes over `n_items`; fewer than one is a ConfigError."""
+    steps = round(epochs * max(1, n_items // batch_size))
+    if steps < 1:
+        raise ConfigError(f"{where}: epochs {epochs} is less than one step ({n_items} images at batch {batch_size})")
+    return steps
 
 
 def batch_indices(step: int, n_items: int, batch_size: int, seed: int) -> np.ndarray:
@@ -128,6 +131,17 @@ class Checkpointer:
                 for n, o in self.objects.items()
             }
             save_checkpoint(self.path, step, config=self.config, **state)
+
+    def require_finite(self, loss: torch.Tensor, step: int, where: str) -> None:
+        """Stop (ConfigError, before the step's update) on a non-finite loss; the last periodic
+        checkpoint stays, so the run can be fixed and resumed."""
+        if torch.isfinite(loss).all():
+            return
+        kept = f"{self.path} (the last good state) is kept" if self.path.is_file() else "no checkpoint was written yet"
+        raise ConfigError(
+            f"{where}: the loss is not finite at step {step} ({float(loss)}): stopped before its update; {kept}. "
+            "Check the data, the learning rate and the loss weights"
+        )
 
     def finish(self) -> None:
         """Call once every output is written: the checkpoint has served its purpose."""

@@ -21,7 +21,7 @@ import numpy as np
 import open_clip
 import torch
 
-from ammkd.common.config import save_config
+from ammkd.common.config import check_schedule, save_config
 from ammkd.common.errors import ConfigError, DataError
 from ammkd.common.files import append_jsonl, atomic_write_json
 from ammkd.common.progress import progress
@@ -69,8 +69,9 @@ class TeacherConfig:
     checkpoint_every: int = 100  # steps; 0 disables
 
     def validate(self) -> None:
-        if self.epochs <= 0 or self.batch_size < 2 or self.lr <= 0:
-            raise ConfigError("teacher config: epochs and lr must be > 0 and batch_size >= 2")
+        check_schedule(self, "teacher config")
+        if self.batch_size < 2:
+            raise ConfigError(f"teacher config: batch_size must be >= 2, got {self.batch_size}")
         if self.accum_steps < 1 or self.batch_size % self.accum_steps or self.batch_size // self.accum_steps < 1:
             raise ConfigError(
                 f"teacher config: batch_size {self.batch_size} must split into accum_steps={self.accum_steps} "
@@ -226,7 +227,7 @@ def train_teacher(cfg: TeacherConfig, out: str | Path, resume: bool = False, ove
     # gradients over ranks gives the single-process gradient.
     loss_fn = open_clip.ClipLoss(gather_with_grad=True, rank=rk.rank, world_size=rk.world)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    total = total_steps(len(data), cfg.batch_size, cfg.epochs)
+    total = total_steps(len(data), cfg.batch_size, cfg.epochs, "teacher config")
     warmup = max(1, round(cfg.warmup_fraction * total))
     log = out / "metrics.jsonl"
     ckpt = Checkpointer(
@@ -248,6 +249,7 @@ def train_teacher(cfg: TeacherConfig, out: str | Path, resume: bool = False, ove
         set_lr(opt, cosine_lr(step, total, cfg.lr, warmup))
         opt.zero_grad(set_to_none=True)
         loss = contrastive_step(teacher, batch, texts, cfg.accum_steps, loss_fn)
+        ckpt.require_finite(loss, step, "teacher training")
         rk.average_grads(trainable)
         opt.step()
         with torch.no_grad():

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from ammkd.common.config import save_config
+from ammkd.common.config import check_schedule, save_config
 from ammkd.common.errors import ConfigError, DataError
 from ammkd.common.files import append_jsonl, atomic_save_npy, atomic_write, atomic_write_json
 from ammkd.common.progress import progress
@@ -113,6 +113,7 @@ class DistillConfig:
         return len(self.teachers) + (self.fusion == "network+teacher")
 
     def validate(self) -> None:
+        check_schedule(self, "distill")
         if not self.teachers:
             raise ConfigError("distill: needs at least one teacher (--teachers T1,T2)")
         k = self.kd_teachers
@@ -276,7 +277,7 @@ def distill(cfg: DistillConfig, out: str | Path, resume: bool = False, overwrite
         ("logit_scale", log_scale),
     ]
     opt = adamw(named, cfg.lr, cfg.weight_decay)
-    total = total_steps(len(data), cfg.batch_size, cfg.epochs)
+    total = total_steps(len(data), cfg.batch_size, cfg.epochs, "distill")
     warmup = max(1, round(cfg.warmup_fraction * total))
     log = out / "metrics.jsonl"
     ckpt = Checkpointer(
@@ -326,6 +327,7 @@ def distill(cfg: DistillConfig, out: str | Path, resume: bool = False, overwrite
         aux = _auxiliary_losses(cfg, heads, alpha[: len(outputs)], (emb, s_map, z_s), (t_embs, t_maps, z_t), caps)
         aux_loss = sum(w * v for w, v in aux.values())
         loss = cfg.kd_weight * (alpha @ cv.kls) + cfg.task_weight * cv.task + aux_loss  # the value logged
+        ckpt.require_finite(loss.detach(), step, "distill")
         opt.zero_grad(set_to_none=True)
         (closed_form_surrogate(z_s, dz) + aux_loss).backward()
         rk.average_grads([log_scale, *heads.parameters()])  # outside the DDP module

@@ -130,3 +130,57 @@ def test_a_finished_or_interrupted_run_folder_is_kept_unless_resume_or_overwrite
     claim_run_folder(run, "student.json", resume=False, overwrite=True)
     assert not (run / "student.json").exists()  # no longer looks finished while it is redone
     claim_run_folder(tmp_path / "fresh", "student.json", resume=False, overwrite=False)  # a new folder is fine
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("lr", float("nan"), "option 'lr' must be finite"),
+        ("fixed_weights", [float("nan"), 1.0], "option 'fixed_weights' must be finite"),
+        ("warmup_fraction", 5.0, r"warmup_fraction must be in \[0, 1\]"),
+        ("weight_decay", -1.0, "weight_decay and seed must be >= 0"),
+        ("seed", -1, "weight_decay and seed must be >= 0"),
+        ("epochs", float("inf"), "option 'epochs' must be finite"),
+    ],
+)
+def test_training_numbers_are_validated(pipeline, option, value, message):
+    from ammkd.distill.teacher_training import TeacherConfig
+
+    teachers = [str(pipeline["vit"]), str(pipeline["rn"])]
+    with pytest.raises(ConfigError, match=message):
+        options = {"teachers": teachers, "weighting": "fixed", "fixed_weights": [0.5, 0.5], option: value}
+        DistillConfig(**options).validate()
+    if option != "fixed_weights":
+        with pytest.raises(ConfigError, match=message):
+            TeacherConfig(**{option: value}).validate()
+
+
+def test_less_than_one_step_of_epochs_is_refused():
+    from ammkd.distill.schedule import total_steps
+
+    assert total_steps(100, 10, 0.1) == 1 and total_steps(100, 10, 2.0) == 20
+    with pytest.raises(ConfigError, match=r"distill: epochs 1e-09 is less than one step \(100 images at batch 10\)"):
+        total_steps(100, 10, 1e-9, "distill")
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(pipeline, tmp_path, monkeypatch):
+    from ammkd.distill import train as train_module
+
+    original = train_module.class_vector_terms
+    calls = []
+
+    def poisoned(*args):
+        terms = original(*args)
+        calls.append(1)
+        if len(calls) == 4:  # step 3: the KL values turn NaN
+            return terms._replace(kls=terms.kls + float("nan"))
+        return terms
+
+    monkeypatch.setattr(train_module, "class_vector_terms", poisoned)
+    teachers = [str(pipeline["vit"]), str(pipeline["rn"])]
+    cfg = DistillConfig(teachers=teachers, data=TINY_DATA, epochs=4, batch_size=32, checkpoint_every=2)
+    out = tmp_path / "s"
+    stopped = r"loss is not finite at step 3 \(nan\): stopped before its update; .*checkpoint.pt"
+    with pytest.raises(ConfigError, match=stopped):
+        distill(cfg, out)
+    assert (out / "checkpoint.pt").is_file() and not (out / "student.json").exists()
