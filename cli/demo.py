@@ -6,6 +6,7 @@ bundle/. Every stage is the same library call the CLI and the tests make.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -59,19 +60,47 @@ def _onnx_latency(module, size: int, path: Path) -> float:
     return measure_latency(enc.embed, np.random.rand(1, 3, size, size).astype(np.float32))["median_ms"]
 
 
-def run_demo(preset: str, out: str | Path) -> dict:
-    """Train two teachers, distil the preset's students, export the first, search with it. Returns the summary."""
+DEMO_MARKER = "demo.json"  # written first: the folder belongs to a demo run of this preset
+
+
+def default_demo_folder(preset: str) -> Path:
+    """One folder per preset, so that one preset's run never meets another's outputs."""
+    return Path("runs/demo") if preset == "default" else Path(f"runs/demo-{preset}")
+
+
+def claim_demo_folder(out: Path, preset: str, log=print) -> None:
+    """Before any work: `out` must be new, empty, or an earlier run of the same preset (replaced,
+    with a notice); anything else is refused (ConfigError), so no training is thrown away."""
+    marker = out / DEMO_MARKER
+    if marker.is_file():
+        try:
+            earlier = json.loads(marker.read_text(encoding="utf-8")).get("preset")
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            earlier = None
+        if earlier != preset:
+            raise ConfigError(f"{out}: holds a demo run of preset {earlier!r}; pass another --out for {preset!r}")
+        log(f"replacing the earlier {preset!r} demo run in {out}")
+    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"{out}: exists and is not a demo run folder; pass another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(marker, {"preset": preset})
+
+
+def run_demo(preset: str, out: str | Path | None = None, log=print) -> dict:
+    """Train two teachers, distil the preset's students, export the first, search with it. Returns
+    the summary. `out` (default: `default_demo_folder(preset)`) is claimed first (claim_demo_folder)."""
     from ammkd.distill.evaluate import evaluate
     from ammkd.distill.teacher_training import TeacherConfig, train_teacher
     from ammkd.distill.teachers import TeacherImageEncoder, load_teacher
     from ammkd.distill.train import DistillConfig, distill, load_student
-    from ammkd.export.bundle import export_bundle
+    from ammkd.export.bundle import ExportConfig, export_bundle
     from ammkd.mobile_runtime.retriever import Retriever
 
     if preset not in PRESETS:
         raise ConfigError(f"unknown demo preset {preset!r}; use one of {list(PRESETS)}")
     p = PRESETS[preset]
-    out = Path(out)
+    out = Path(out) if out is not None else default_demo_folder(preset)
+    claim_demo_folder(out, preset, log)
     t_start = time.time()
     rows: dict[str, dict] = {}
     teacher_dirs = []
@@ -107,7 +136,7 @@ def run_demo(preset: str, out: str | Path) -> dict:
             "onnx_ms": _onnx_latency(student, student.arch.image_size, out / "latency" / f"student-{name}.onnx"),
         }
     exported = next(iter(p["students"]))
-    bundle = export_bundle(out / "students" / exported, out / "bundle")
+    bundle = export_bundle(out / "students" / exported, out / "bundle", ExportConfig(overwrite=True))
     rows[f"bundle ({exported}, onnx)"] = evaluate(str(bundle), p["data"])
     retriever = Retriever.open(bundle)
     golden = retriever.bundle.manifest["golden"][0]

@@ -448,13 +448,15 @@ def _print_bench_rows(title: str, rows: list[dict]) -> None:
 @app.command()
 def demo(
     preset: str = typer.Option("default", help="smoke (< 3 min) or default (< 15 min on 2 cores)."),
-    out_dir: Path = typer.Option(Path("runs/demo"), "--out", help="Run folder."),
+    out_dir: Optional[Path] = typer.Option(
+        None, "--out", help="Run folder (runs/demo, or runs/demo-PRESET for other presets)."
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ):
     """The whole pipeline on the embedded synthetic data: teachers, student, bundle, search."""
     from ammkd.cli.demo import print_summary, run_demo
 
-    result = run_demo(preset, out_dir)
+    result = run_demo(preset, out_dir, log=lambda msg: err.print(msg))
     if as_json:
         print(json.dumps(result))
     else:

@@ -104,20 +104,21 @@ def quantize_onnx(
                 import onnx
                 from onnxruntime.transformers.float16 import convert_float_to_float16
 
-                onnx.save(convert_float_to_float16(onnx.load(str(src)), keep_io_types=True), str(dst))
-                return dst
+                half = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+                onnx.save(sort_topologically(half), str(dst))  # the converter appends its input casts last
+                return prune_opset_imports(dst)
             pre = Path(tmp) / "pre.onnx"
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
             if mode == "int8-weights":
                 import onnx
 
                 onnx.save(quantize_weights_only(onnx.load(str(pre))), str(dst))
-                return dst
+                return prune_opset_imports(dst)
             if mode == "int8-dynamic":
                 quantize_dynamic(
                     str(pre), str(dst), per_channel=True, weight_type=QuantType.QUInt8, op_types_to_quantize=ops
                 )
-                return dst
+                return prune_opset_imports(dst)
 
             class Reader(CalibrationDataReader):
                 def __init__(self):
@@ -143,7 +144,49 @@ def quantize_onnx(
             raise
         except Exception as e:  # the quantizers raise many types
             raise ExportError(f"ONNX {mode} quantization of {src.name} failed: {type(e).__name__}: {e}") from e
-    return dst
+    return prune_opset_imports(dst)
+
+
+def sort_topologically(model):
+    """ModelProto with its graph's nodes reordered so that each comes after the nodes producing
+    its inputs (the ONNX checker requires it; ORT does not), original order kept otherwise."""
+    nodes = list(model.graph.node)
+    producer = {out: i for i, n in enumerate(nodes) for out in n.output}
+    order, state = [], [0] * len(nodes)  # 0 new, 1 on the stack, 2 placed
+    for start in range(len(nodes)):
+        stack = [start]
+        while stack:
+            i = stack[-1]
+            if state[i] == 2:
+                stack.pop()
+                continue
+            state[i] = 1
+            pending = [producer[x] for x in nodes[i].input if x in producer and state[producer[x]] == 0]
+            if pending:
+                stack.append(pending[0])
+            else:
+                state[i] = 2
+                order.append(nodes[i])
+                stack.pop()
+    del model.graph.node[:]
+    model.graph.node.extend(order)
+    return model
+
+
+def prune_opset_imports(path: Path) -> Path:
+    """Rewrite the ONNX file at `path` declaring only the operator domains its nodes use (ORT's
+    quantizers declare a dozen, e.g. com.microsoft.nchwc, that a strict reader must then support)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    nodes = list(model.graph.node) + [n for f in model.functions for n in f.node]
+    used = {n.domain for n in nodes} | {f.domain for f in model.functions} | {""}
+    kept = [o for o in model.opset_import if o.domain in used or o.domain == "ai.onnx"]
+    if len(kept) != len(model.opset_import):
+        del model.opset_import[:]
+        model.opset_import.extend(kept)
+        onnx.save(model, str(path))
+    return path
 
 
 def onnx_load(path: Path):

@@ -4,6 +4,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -27,3 +29,25 @@ def test_smoke_demo_end_to_end(tmp_path):
     assert summary["parity"]["cosine_min"] >= 0.999
     assert (tmp_path / "demo" / "bundle" / "manifest.json").is_file()
     assert len(summary["example"]["top3"]) == 3
+
+
+def test_the_demo_claims_its_folder_before_any_work(tmp_path):
+    from ammkd.cli.demo import claim_demo_folder, default_demo_folder, run_demo
+    from ammkd.common.errors import ConfigError
+
+    assert default_demo_folder("default") == Path("runs/demo")
+    assert default_demo_folder("smoke") == Path("runs/demo-smoke")
+    notices = []
+    claim_demo_folder(tmp_path / "new", "smoke", notices.append)  # a new folder: claimed silently
+    assert json.loads((tmp_path / "new" / "demo.json").read_text()) == {"preset": "smoke"} and not notices
+    claim_demo_folder(tmp_path / "new", "smoke", notices.append)  # its own earlier run: replaced, said so
+    assert notices == [f"replacing the earlier 'smoke' demo run in {tmp_path / 'new'}"]
+    started = time.time()
+    with pytest.raises(ConfigError, match="holds a demo run of preset 'smoke'; pass another --out for 'default'"):
+        run_demo("default", tmp_path / "new")  # refused at once, not after 20 minutes of training
+    assert time.time() - started < 5 and sorted(p.name for p in (tmp_path / "new").iterdir()) == ["demo.json"]
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("a user's file")
+    with pytest.raises(ConfigError, match="exists and is not a demo run folder"):
+        run_demo("smoke", tmp_path / "mine")
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]

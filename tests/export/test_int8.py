@@ -123,3 +123,12 @@ def test_search_stops_at_the_first_count_that_passes(clampnet):
     assert grid == [*range(0, 4, SEARCH_STEP), 4] and hard["convs"] == 4
     best = max(t["top1_agreement"] for t in hard["trials"])
     assert hard["float_convs"] == next(t["float_convs"] for t in hard["trials"] if t["top1_agreement"] == best)
+
+
+@pytest.mark.parametrize("mode", ["fp16", "int8", "int8-dynamic", "int8-weights"])
+def test_quantized_onnx_declares_only_the_domains_it_uses(clampnet, mode):
+    dst = quantize_onnx(clampnet["fp32"], clampnet["root"] / f"domains-{mode}.onnx", mode, clampnet["calibration"])
+    model = onnx.load(str(dst))
+    used = {n.domain for n in model.graph.node} | {""}
+    assert {o.domain for o in model.opset_import} <= used | {"ai.onnx"}, [o.domain for o in model.opset_import]
+    onnx.checker.check_model(model)
