@@ -13,6 +13,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -38,6 +39,7 @@ from ammkd.export.onnx_export import (
 )
 from ammkd.export.parity import gate, parity
 from ammkd.mobile_runtime.backends import OnnxImageEncoder, why_not_runnable_here
+from ammkd.mobile_runtime.gallery import GALLERY_DIR, GALLERY_MANIFEST, encoder_id
 from ammkd.mobile_runtime.preprocess import to_uint8_chw, uint8_to_input
 from ammkd.mobile_runtime.search import topk
 
@@ -295,9 +297,12 @@ def _source(model_dir: Path) -> dict:
     return {name: sha256_file(model_dir / name) for name in (STUDENT_WEIGHTS, INDEX_VECTORS, INDEX_TEXTS)}
 
 
-def export_bundle(model_dir: str | Path, out: str | Path, cfg: ExportConfig | None = None) -> Path:
+def export_bundle(
+    model_dir: str | Path, out: str | Path, cfg: ExportConfig | None = None, notify: Callable[[str], None] = print
+) -> Path:
     """Export the student in `model_dir` to a bundle folder `out`: every asked (target,
-    quantization) artifact, each through the parity gate, plus the index and golden pairs."""
+    quantization) artifact, each through the parity gate, plus the index and golden pairs. A
+    gallery in the bundle being replaced is kept or moved aside (`_carry_gallery`; `notify` says which)."""
     cfg = cfg or ExportConfig()
     plan = cfg.plan()
     model_dir, out = Path(model_dir), Path(out)
@@ -404,7 +409,10 @@ def export_bundle(model_dir: str | Path, out: str | Path, cfg: ExportConfig | No
         save_config(cfg, tmp / "export_config.json")
         write_manifest(tmp, manifest)
         tmp.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared
+        notice = _carry_gallery(out, tmp, targets)
         _swap_into_place(tmp, out)
+        if notice:
+            notify(notice)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -431,6 +439,28 @@ def _check_destination(model_dir: Path, out: Path, source: dict, overwrite: bool
                 f"{out}: already holds a bundle of another model; pass --overwrite to replace it "
                 "or choose another --out"
             )
+
+
+def _carry_gallery(out: Path, new: Path, targets: list[dict]) -> str | None:
+    """A user's gallery (embeddings are work) in the bundle `out` that `new` replaces: copied into
+    `new` when `new` still has the encoder it was embedded with (same files), else moved aside
+    beside `out`, never deleted. Returns what was done, or None when there was no gallery."""
+    old = out / GALLERY_DIR
+    if not old.is_dir():
+        return None
+    try:
+        encoder = json.loads((old / GALLERY_MANIFEST).read_text(encoding="utf-8")).get("encoder")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        encoder = None
+    if encoder is not None and any(encoder_id(t) == encoder for t in targets):
+        shutil.copytree(old, new / GALLERY_DIR)
+        return f"{old}: kept (the new bundle has the encoder it was embedded with)"
+    aside = out.with_name(f"{out.name}.gallery-{time.strftime('%Y%m%d-%H%M%S')}")
+    old.rename(aside)
+    return (
+        f"{old}: moved aside to {aside} (the new bundle's encoders differ from the one that embedded it); "
+        "rebuild it with `ammkd search --gallery`"
+    )
 
 
 def _swap_into_place(new: Path, out: Path) -> None:

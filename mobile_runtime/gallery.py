@@ -65,7 +65,8 @@ class Gallery:
         return [(str(self.source / self.images[i]), float(s)) for i, s in zip(ids, scores)]
 
 
-def _encoder_id(target: dict) -> dict:
+def encoder_id(target: dict) -> dict:
+    """What a gallery records of the encoder that embedded it: format, quantization, SHA-256 of its files."""
     files = target["package"]["files"] if "package" in target else [target["file"]]
     digest = hashlib.sha256("".join(f["sha256"] for f in files).encode()).hexdigest()
     return {"format": target["format"], "quantization": target["quantization"], "sha256": digest}
@@ -185,7 +186,7 @@ def update_gallery(retriever, images_dir: str | Path, rebuild: bool = False) -> 
     source = Path(images_dir).resolve()
     names = list_images(source)
     folder = retriever.bundle.root / GALLERY_DIR
-    encoder = _encoder_id(retriever.target)
+    encoder = encoder_id(retriever.target)
     dim = int(retriever.bundle.manifest["output"]["dim"])
     gallery = None if rebuild else open_gallery(retriever.bundle.root)
     if gallery is not None and (gallery.manifest["encoder"] != encoder or gallery.source != source):

@@ -61,6 +61,38 @@ def test_a_bundle_of_another_model_is_kept_unless_overwrite(pipeline, tmp_path):
     )
 
 
+def test_re_export_keeps_a_gallery_that_still_fits_and_moves_aside_one_that_does_not(pipeline, tmp_path):
+    from conftest import TINY_DATA
+
+    from ammkd.distill.data import load_split
+    from ammkd.mobile_runtime.gallery import encoder_id, update_gallery
+    from ammkd.mobile_runtime.retriever import Retriever
+
+    bundle = shutil.copytree(pipeline["bundle"], tmp_path / "bundle")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        load_split(TINY_DATA, "val").image(i).save(photos / f"{i}.png")
+    update_gallery(Retriever.open(bundle), photos)
+    embeddings = (bundle / "gallery" / "embeddings.f32.bin").read_bytes()
+    recorded = json.loads((bundle / "gallery" / "gallery.json").read_text())["encoder"]
+
+    notices = []
+    export_bundle(pipeline["student"], bundle, ExportConfig(parity_images=4), notices.append)  # same target again
+    fits = any(encoder_id(t) == recorded for t in BundleReader.open(bundle).manifest["targets"])
+    if fits:  # the same encoder bytes: the gallery stays in the bundle
+        assert (bundle / "gallery" / "embeddings.f32.bin").read_bytes() == embeddings and "kept" in notices[0]
+    else:  # an exporter that is not byte-for-byte deterministic: the gallery must still be somewhere
+        assert "moved aside" in notices[0]
+        shutil.move(next(tmp_path.glob("bundle.gallery-*")), bundle / "gallery")
+
+    notices.clear()
+    export_bundle(pipeline["student"], bundle, ExportConfig(quantize="fp16", parity_images=4), notices.append)
+    aside = list(tmp_path.glob("bundle.gallery-*"))
+    assert not (bundle / "gallery").exists() and len(aside) == 1 and "moved aside" in notices[0]
+    assert (aside[0] / "embeddings.f32.bin").read_bytes() == embeddings  # nothing lost
+
+
 @pytest.mark.parametrize(
     "target,quantize,message",
     [
