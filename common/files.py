@@ -2,26 +2,89 @@
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable
 
+STALE_UNOWNED_S = 3600  # a temporary without an owner PID (older versions) counts as stale after this
+
+
+def temp_prefix(name: str) -> str:
+    """The prefix of this process's temporaries for `name`: `.NAME.PID.` (remove_stale_temps reads it)."""
+    return f".{name}.{os.getpid()}."
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def remove_stale_temps(folder: Path, name: str) -> list[Path]:
+    """Remove what killed writers of `name` left in `folder`: `.NAME.PID.*` temporaries and
+    `.NAME.old-PID` folders whose process is gone (and owner-less `.NAME.*` ones over an hour
+    old). A live writer's temporaries are kept. Returns what was removed."""
+    removed = []
+    for p in folder.glob(f".{glob.escape(name)}.*") if folder.is_dir() else []:
+        rest = p.name[len(name) + 2 :]
+        owner = rest.removeprefix("old-").split(".")[0]
+        if owner.isdigit():
+            stale = not _alive(int(owner))
+        else:
+            try:
+                stale = time.time() - p.lstat().st_mtime > STALE_UNOWNED_S
+            except OSError:
+                continue
+        if stale:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # a platform without directory handles: nothing more to do
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call `write(tmp_path)` then rename tmp over `path`, so readers never see a partial file."""
+    """Call `write(tmp_path)`, fsync it, then rename tmp over `path` (and fsync the folder), so
+    readers never see a partial file, even after a power cut. A killed writer's leftovers for
+    `path` are removed first (remove_stale_temps)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    remove_stale_temps(path.parent, path.name)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path.name), suffix=".tmp")
     os.close(fd)
     try:
         write(Path(tmp))
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file normal permissions
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -23,7 +23,7 @@ import torch
 
 from ammkd.common.config import save_config
 from ammkd.common.errors import ConfigError, ExportError
-from ammkd.common.files import sha256_file
+from ammkd.common.files import remove_stale_temps, sha256_file, temp_prefix
 from ammkd.distill.data import load_split
 from ammkd.distill.train import INDEX_TEXTS, INDEX_VECTORS, STUDENT_WEIGHTS, load_student
 from ammkd.export.bundle_format import MANIFEST, InputSpec, file_entry, write_array, write_manifest
@@ -321,7 +321,8 @@ def export_bundle(
         )
     data_spec = cfg.data or meta["data"]
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    remove_stale_temps(out.parent, out.name)  # what killed exports to `out` left behind
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(out.name), dir=out.parent))
     try:
         vectors = write_array(tmp, "index/class_vectors.f16.bin", index, "float16")
         index16 = np.frombuffer((tmp / vectors.path).read_bytes(), "<f2").reshape(index.shape).astype(np.float32)
