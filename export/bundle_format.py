@@ -151,6 +151,8 @@ class BundleReader:
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
             raise BundleError(f"{mpath}: not an {FORMAT_NAME} manifest")
         version = manifest.get("format_version")
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise BundleError(f"{mpath}: format_version must be an integer, got {type(version).__name__} {version!r}")
         if version != FORMAT_VERSION:
             raise BundleError(
                 f"{mpath}: format_version {version!r} is not supported by this ammkd "

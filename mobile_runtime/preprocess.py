@@ -18,6 +18,9 @@ from ammkd.export.bundle_format import InputSpec
 # Refuse images above this many pixels (a decompression bomb, or a photo far larger than any
 # encoder input) instead of letting PIL allocate gigabytes.
 MAX_IMAGE_PIXELS = 16_000 * 16_000
+# Pillow's own bomb check (an error at twice its default 89.5 Mpx) would otherwise refuse images
+# between 179 and 256 Mpx first, naming the wrong limit: ours is the one that applies.
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 
 _INTERPOLATION = {
     "bicubic": Image.Resampling.BICUBIC,
@@ -49,6 +52,10 @@ def load_rgb(path: str | Path) -> Image.Image:
     """Decode an image file to an upright RGB PIL image, or raise DataError naming the file."""
     path = Path(path)
     if not path.is_file():
+        if path.is_dir():
+            raise DataError(f"{path}: is a folder, not an image file")
+        if path.is_symlink():
+            raise DataError(f"{path}: a symbolic link that is broken or loops, not an image file")
         raise DataError(f"{path}: image file not found")
     try:
         with warnings.catch_warnings():
@@ -66,6 +73,8 @@ def load_rgb(path: str | Path) -> Image.Image:
         raise DataError(f"{path}: not a readable image (unknown format or corrupt header)") from None
     except Image.DecompressionBombError:
         raise DataError(f"{path}: image exceeds {MAX_IMAGE_PIXELS} pixels (decompression-bomb limit)") from None
+    except PermissionError:
+        raise DataError(f"{path}: cannot be read (permission denied)") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{path}: corrupt or truncated image ({e})") from None
 

@@ -1,4 +1,6 @@
 import csv
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +55,41 @@ def test_bad_images_name_the_file(image_folder, name, reason):
     with pytest.raises(DataError, match=reason) as e:
         load_rgb(image_folder / name)
     assert name in str(e.value)
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height, with almost none of its pixel data."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\0" * 64)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def test_misleading_cases_get_the_right_message(image_folder, monkeypatch):
+    (image_folder / "folder.jpg").mkdir()
+    loop = image_folder / "loop.jpg"
+    loop.symlink_to(loop.name)  # a link to itself
+    (image_folder / "200mpx.png").write_bytes(_png_header(14_143, 14_143))  # over Pillow's 179 Mpx, under 256
+    (image_folder / "300mpx.png").write_bytes(_png_header(17_321, 17_321))
+    cases = {
+        "folder.jpg": "is a folder, not an image file",
+        "loop.jpg": "a symbolic link that is broken or loops",
+        "200mpx.png": "corrupt or truncated",  # within the documented limit: what is wrong is the data
+        "300mpx.png": "17321x17321 exceeds 256000000 pixels",
+    }
+    for name, reason in cases.items():
+        with pytest.raises(DataError, match=reason):
+            load_rgb(image_folder / name)
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("ammkd.mobile_runtime.preprocess.Image.open", denied)  # root ignores chmod 000
+    with pytest.raises(DataError, match=r"rgb.jpg: cannot be read \(permission denied\)"):
+        load_rgb(image_folder / "rgb.jpg")
 
 
 def test_csv_dataset_groups_captions_and_resolves_relative_paths(image_folder):

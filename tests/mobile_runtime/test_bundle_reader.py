@@ -43,6 +43,9 @@ def test_unknown_format_version_and_bad_manifest_are_refused(bundle_copy):
     mpath.write_text(json.dumps({**manifest, "format_version": 99}))
     with pytest.raises(BundleError, match="format_version 99 is not supported"):
         Retriever.open(bundle_copy)
+    mpath.write_text(json.dumps({**manifest, "format_version": "1"}))  # not "'1' is not supported (reads 1)"
+    with pytest.raises(BundleError, match="format_version must be an integer, got str '1'"):
+        Retriever.open(bundle_copy)
     mpath.write_text(json.dumps({k: v for k, v in manifest.items() if k != "index"}))
     with pytest.raises(BundleError, match="invalid manifest"):
         Retriever.open(bundle_copy)
