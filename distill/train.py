@@ -132,8 +132,8 @@ class DistillConfig:
             raise ConfigError(f"distill: fixed weighting needs {k} non-negative fixed_weights")
         if self.weighting == "single" and not 0 <= self.single_teacher < k:
             raise ConfigError(f"distill: single_teacher must be in [0, {k - 1}]")
-        if self.epochs <= 0 or self.batch_size < 2 or self.lr <= 0 or self.kd_temperature <= 0:
-            raise ConfigError("distill: epochs, lr and kd_temperature must be > 0 and batch_size >= 2")
+        if self.batch_size < 2 or self.kd_temperature <= 0:
+            raise ConfigError("distill: kd_temperature must be > 0 and batch_size >= 2")
         if self.kd_temperatures is not None and (len(self.kd_temperatures) != k or min(self.kd_temperatures) <= 0):
             raise ConfigError(f"distill: kd_temperatures needs {k} positive values, one per teacher")
         if not 0 <= self.alpha_ema < 1:

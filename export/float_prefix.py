@@ -20,16 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from ammkd.export.onnx_export import SESSION_CONFIG, count_convs, quantize_onnx
+from ammkd.export.parity import parity
 from ammkd.mobile_runtime.backends import OnnxImageEncoder
-from ammkd.mobile_runtime.search import topk
 
 SEARCH_STEP = 3  # one MBConv block: expand, depthwise, project
 MARGIN = 0.01  # probe agreement needed above the gate's bound
-
-
-def top1_agreement(ref: np.ndarray, emb: np.ndarray, index: np.ndarray) -> float:
-    """Share of rows of (M, D) `emb` whose top-1 text in (N, D) `index` is that of `ref`."""
-    return float(np.mean([topk(r, index, 1)[0][0] == topk(e, index, 1)[0][0] for r, e in zip(ref, emb)]))
 
 
 def choose_float_convs(
@@ -53,7 +48,7 @@ def choose_float_convs(
             dst = Path(tmp) / f"int8-{k}.onnx"
             quantize_onnx(fp32, dst, "int8", calibration, quantize_all_ops, float_convs=k)
             emb = OnnxImageEncoder(dst, session_config=SESSION_CONFIG.get("int8")).embed(probe)
-            trials.append({"float_convs": k, "top1_agreement": round(top1_agreement(ref, emb, index), 4)})
+            trials.append({"float_convs": k, "top1_agreement": parity(ref, emb, index, 1)["top1_agreement"]})
             if trials[-1]["top1_agreement"] >= min_top1 + MARGIN:
                 break
     best = next((t for t in trials if t["top1_agreement"] >= min_top1 + MARGIN), None)
