@@ -157,13 +157,15 @@ def eval_cmd(
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave unreadable images out instead of failing."),
 ):
     """Image->text and text->image Recall@1/5/10 on a held-out split."""
-    from ammkd.distill.evaluate import evaluate
+    from ammkd.distill.data import load_split
+    from ammkd.distill.evaluate import evaluate_on
 
-    metrics = evaluate(model, data, split, skip_bad)
+    images = load_split(data, split)
+    metrics = evaluate_on(model, images, skip_bad)
     if as_json:
-        print(json.dumps({"model": model, "data": data, "split": split, **metrics}))
+        print(json.dumps({"model": model, "data": data, "split": images.split, **metrics}))
     else:
-        out.print(_metrics_table(f"{data} ({split})", {model: metrics}))
+        out.print(_metrics_table(f"{data} ({images.split})", {model: metrics}))
 
 
 @app.command()

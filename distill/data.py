@@ -53,6 +53,11 @@ class ImageTextData:
     cache_key: str | None = None  # synthetic: decoded tensors are cached on disk under this key
     from_files: bool = False  # sources are image files, decodable in worker processes
 
+    @property
+    def split(self) -> str:
+        """The split these images are (train, val, test, ... or `all`): the name's last field."""
+        return self.name.rsplit(":", 1)[-1]
+
     def __len__(self) -> int:
         return len(self.captions)
 
@@ -179,7 +184,7 @@ def _coco(args: list[str], split: str, whole: bool) -> ImageTextData:
     if not whole:
         keep = set(_hash_split(list(grouped), split))
         grouped = {p: c for p, c in grouped.items() if p in keep}
-    return _from_files(f"coco:{path}:{split}", grouped)
+    return _from_files(f"coco:{path}:{'all' if whole else split}", grouped)
 
 
 def _karpathy(args: list[str], split: str) -> ImageTextData:
@@ -226,7 +231,7 @@ def _csv(args: list[str], split: str, whole: bool) -> ImageTextData:
     if not whole:
         keep = set(_hash_split(list(grouped), split))
         grouped = {p: c for p, c in grouped.items() if p in keep}
-    return _from_files(f"csv:{path}:{split}", grouped)
+    return _from_files(f"csv:{path}:{'all' if whole else split}", grouped)
 
 
 def _flickr8k(args: list[str], split: str) -> ImageTextData:

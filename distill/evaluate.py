@@ -2,38 +2,72 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from ammkd.distill.data import ImageTextData
 
 KS = (1, 5, 10)
 
 
 def recall_at_k(
-    image_emb: np.ndarray | torch.Tensor, text_emb: np.ndarray | torch.Tensor, text_owner: np.ndarray, ks=KS
+    image_emb: np.ndarray | torch.Tensor,
+    text_emb: np.ndarray | torch.Tensor,
+    texts_of_image: list[list[int]],
+    ks=KS,
 ) -> dict[str, float]:
-    """Standard Flickr/COCO retrieval recall, in percent.
+    """Flickr/COCO retrieval recall in percent, counted by text identity, deterministic.
 
-    image_emb (I, D) and text_emb (T, D) unit rows; text_owner (T,) the image of each text.
-    i2t: an image scores a hit at K if any of its captions is among its top-K texts.
-    t2i: a caption scores a hit at K if its image is among its top-K images.
+    image_emb (I, D) and text_emb (U, D): unit rows, one per image and one per *distinct* text;
+    texts_of_image[i]: the ids (into text_emb) of image i's captions, repeats kept.
+    i2t: an image hits at K if one of its texts is among its top-K distinct texts.
+    t2i: every caption is a query (repeats kept, Flickr8k dev: 5,000) and hits at K if one of
+    the images that have this text is among its top-K images.
+    Ranks order by score, exact ties towards the lower id, so equal inputs give equal recall.
     """
     img = torch.as_tensor(np.asarray(image_emb), dtype=torch.float32)
     txt = torch.as_tensor(np.asarray(text_emb), dtype=torch.float32)
-    owner = torch.as_tensor(np.asarray(text_owner), dtype=torch.long)
-    sim = img @ txt.T  # (I, T)
-    kmax = max(ks)
+    images_of_text: list[list[int]] = [[] for _ in range(len(txt))]
+    for i, ids in enumerate(texts_of_image):
+        for u in dict.fromkeys(ids):
+            images_of_text[u].append(i)
+    i2t = _first_hit_ranks(img, txt, [sorted(set(ids)) for ids in texts_of_image])  # (I,)
+    t2i = _first_hit_ranks(txt, img, images_of_text)  # (U,)
+    queries = torch.as_tensor([u for ids in texts_of_image for u in ids], dtype=torch.long)
+    t2i = t2i[queries]
     out: dict[str, float] = {}
-    # i2t: the rank of an image's best-ranked own caption.
-    order = sim.argsort(dim=1, descending=True)
-    own = owner[order] == torch.arange(len(img))[:, None]
-    first_hit = torch.where(own.any(dim=1), own.float().argmax(dim=1), len(txt))  # no caption: never a hit
-    for k in ks:
-        out[f"i2t_R@{k}"] = 100.0 * (first_hit < k).float().mean().item()
-    top = sim.T.topk(min(kmax, len(img)), dim=1).indices  # (T, k)
-    for k in ks:
-        out[f"t2i_R@{k}"] = 100.0 * (top[:, :k] == owner[:, None]).any(dim=1).float().mean().item()
+    for name, ranks in (("i2t", i2t), ("t2i", t2i)):
+        for k in ks:
+            out[f"{name}_R@{k}"] = 100.0 * (ranks < k).float().mean().item()
     out["mean_recall"] = float(np.mean([out[f"{d}_R@{k}"] for d in ("i2t", "t2i") for k in ks]))
     return {k: round(v, 2) for k, v in out.items()}
+
+
+def _first_hit_ranks(queries: torch.Tensor, keys: torch.Tensor, positives: list[list[int]], chunk: int = 1024):
+    """Per query, the 0-based rank of its best positive key when keys are ordered by score
+    (descending), exact ties towards the lower key id; len(keys) where a query has none.
+
+    queries (Q, D), keys (N, D) float32; positives[q]: ascending key ids. Returns (Q,) long.
+    """
+    n = len(keys)
+    width = max((len(p) for p in positives), default=0)
+    pos = torch.full((len(queries), max(width, 1)), -1, dtype=torch.long)
+    for q, p in enumerate(positives):
+        pos[q, : len(p)] = torch.as_tensor(p, dtype=torch.long)
+    key_ids = torch.arange(n)
+    ranks = torch.full((len(queries),), n, dtype=torch.long)
+    for lo in range(0, len(queries), chunk):
+        sim = queries[lo : lo + chunk] @ keys.T  # (q, N)
+        p = pos[lo : lo + chunk]
+        s = sim.gather(1, p.clamp(min=0)).masked_fill(p < 0, -torch.inf)
+        best = s.max(dim=1).values  # the best positive's score
+        best_id = torch.where(s == best[:, None], p, n).min(dim=1).values  # its lowest id among equals
+        above = (sim > best[:, None]).sum(dim=1) + ((sim == best[:, None]) & (key_ids < best_id[:, None])).sum(dim=1)
+        ranks[lo : lo + chunk] = torch.where(p[:, 0] >= 0, above, n)
+    return ranks
 
 
 def evaluate_teacher(teacher, data, images: np.ndarray | None = None, skip_bad: bool = False) -> dict[str, float]:
@@ -43,9 +77,9 @@ def evaluate_teacher(teacher, data, images: np.ndarray | None = None, skip_bad: 
 
     if images is None:
         images, data, _ = image_tensor(data, teacher.spec, skip_bad)
-    texts, owner = data.flat_captions()
+    texts, per_image = data.texts()
     img = teacher.encode_images(images, key_parts=tuple(data.sources))  # a frozen prefix: from its cache
-    return recall_at_k(img, teacher.encode_texts(texts), owner)
+    return recall_at_k(img, teacher.encode_texts(texts), per_image)
 
 
 def evaluate_student(model_dir, data, skip_bad: bool = False) -> dict[str, float]:
@@ -62,8 +96,7 @@ def evaluate_student(model_dir, data, skip_bad: bool = False) -> dict[str, float
     unique, per_image = data.texts()
     teachers = [load_teacher(t) for t in meta["teachers"]]
     fused = fused_text_vectors(teachers, unique, meta["fusion"], load_fusion(model_dir, meta))
-    ids = np.array([i for ids in per_image for i in ids])
-    return recall_at_k(img, fused[ids], data.flat_captions()[1])
+    return recall_at_k(img, fused, per_image)
 
 
 def evaluate_bundle(
@@ -83,7 +116,7 @@ def evaluate_bundle(
     spec = r.bundle.input_spec
     images, data, _ = image_tensor(data, spec, skip_bad)
     emb = r.encoder.embed(uint8_to_input(images, spec))
-    texts, owner = data.flat_captions()
+    texts, per_image = data.texts()
     row = {t: i for i, t in enumerate(r.texts)}
     missing = [t for t in texts if t not in row]
     if missing:
@@ -91,20 +124,25 @@ def evaluate_bundle(
             f"{bundle_dir}: {len(missing)} caption(s) of {data.name} are not in the bundle's "
             f"text set, e.g. {missing[0]!r}; evaluate the student folder instead"
         )
-    return recall_at_k(emb, r.index[[row[t] for t in texts]], owner)
+    return recall_at_k(emb, r.index[[row[t] for t in texts]], per_image)
 
 
 def evaluate(model: str, data_spec: str, split: str = "val", skip_bad: bool = False) -> dict[str, float]:
+    """Recall of `model` on `split` of a DATA spec (a split named in the spec wins)."""
+    from ammkd.distill.data import load_split
+
+    return evaluate_on(model, load_split(data_spec, split), skip_bad)
+
+
+def evaluate_on(model: str, data: ImageTextData, skip_bad: bool = False) -> dict[str, float]:
     """Dispatch on what `model` is: a bundle, a student folder, or a teacher (folder or spec).
     With `skip_bad`, unreadable images (and their captions) are left out of the evaluation."""
     from pathlib import Path
 
-    from ammkd.distill.data import load_split
     from ammkd.distill.teachers import load_teacher
     from ammkd.distill.train import STUDENT_META
     from ammkd.export.bundle_format import MANIFEST
 
-    data = load_split(data_spec, split)
     path = Path(model)
     if (path / MANIFEST).is_file():
         return evaluate_bundle(path, data, skip_bad)

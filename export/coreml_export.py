@@ -227,6 +227,7 @@ def export_coreml(
     try:
         with quiet():
             mlmodel.save(str(tmp))
+        _drop_unlisted(tmp)
         os.rename(tmp, path)  # a folder rename: readers see no package or a whole one
     except OSError as e:
         raise ExportError(f"Core ML export: could not write {path}: {e}") from e
@@ -234,6 +235,15 @@ def export_coreml(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return {**describe_coreml(path), "quantization": quantize, "precision": precision, "min_target": min_target}
+
+
+def _drop_unlisted(package: Path) -> None:
+    """Remove what coremltools writes beside a package's own contents (for example
+    `executorch_debug_handle_mapping.json`): a package is its Manifest.json and the Data/ items
+    that manifest lists, nothing else."""
+    for item in package.iterdir():
+        if item.name not in ("Manifest.json", "Data"):
+            shutil.rmtree(item) if item.is_dir() else item.unlink()
 
 
 # ---------------------------------------------------------------------------------------------

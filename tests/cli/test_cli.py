@@ -86,6 +86,22 @@ def test_empty_caption_and_corrupt_dataset_image(tmp_path):
     )
 
 
+def test_eval_names_the_split_it_evaluated(tmp_path):
+    """Issue 20 item 13: `csv:FILE:all` evaluates every row, and says so (not "(val)")."""
+    from PIL import Image
+
+    rows = ["filepath,title"]
+    for i in range(6):
+        Image.new("RGB", (20, 20), (40 * i, 80, 200 - 30 * i)).save(tmp_path / f"{i}.png")
+        rows.append(f"{i}.png,swatch number {i}")
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    proc = run("eval", "--model", "ammkd-tiny-rn", "--data", f"csv:{tmp_path}/d.csv:all", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["split"] == "all"
+    proc = run("eval", "--model", "ammkd-tiny-rn", "--data", f"csv:{tmp_path}/d.csv:all")
+    assert proc.returncode == 0 and "(all)" in proc.stdout and "(val)" not in proc.stdout, proc.stdout
+
+
 def test_teachers_train_skip_bad_and_accumulation_from_the_command_line(tmp_path):
     from PIL import Image
 

@@ -6,6 +6,7 @@ the saved MIL programs with the PyTorch reference evaluator; the Core ML parity 
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from dataclasses import replace
@@ -81,6 +82,17 @@ def test_fp16_package_spec(exported):
     assert ops["reduce_sum"] == 1 and ops["rsqrt"] == 1  # the L2 norm
     assert set(info["weight_dtypes"]) == {"float16"} and info["weight_dtypes"]["float16"] > 50
     assert info["metadata"]["ammkd.embed_dim"] == str(DIM)
+
+
+def test_packages_hold_only_what_their_manifest_lists(exported):
+    """Issue 20 item 16: no stray `executorch_debug_handle_mapping.json` beside the package."""
+    for name in exported["info"]:
+        package = exported["root"] / f"{name}.mlpackage"
+        listed = json.loads((package / "Manifest.json").read_text())["itemInfoEntries"].values()
+        roots = {package / "Data" / item["path"] for item in listed}
+        for f in package.rglob("*"):
+            if f.is_file() and f.name != "Manifest.json" or f.parent == package and f.name != "Data":
+                assert f.name == "Manifest.json" or any(f == r or r in f.parents for r in roots), f
 
 
 def test_fp16_package_keeps_the_l2_norm_in_fp32(exported):
