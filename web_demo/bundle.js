@@ -1,12 +1,44 @@
 // Reading an ammkd bundle over HTTP: the manifest, then each file it names, checked (size and
 // SHA-256) before its bytes are used. A missing, tampered or malformed bundle is refused with a
 // message that names the file, as the Python reader (export/bundle_format.py) does.
+// Every manifest number that sizes an allocation is bounded (LIMITS) before anything is
+// allocated, and a file's size (Content-Length, File.size, or the bytes as they stream in) is
+// checked against the manifest before its body is held in memory or hashed.
 
 import { sha256Hex } from "./sha256.js";
 
 export const FORMAT_NAME = "ammkd-bundle";
 export const FORMAT_VERSION = 1;
 const DTYPE_BYTES = { float16: 2, float32: 4, int32: 4, int64: 8, uint8: 1 };
+
+/**
+ * Upper bounds on the manifest numbers the page allocates from: the maxima of
+ * export/manifest.schema.json (a Python test reads them from this file and fails if they drift).
+ * A manifest saying input size 100000 would otherwise ask for a 120 GB input tensor.
+ */
+export const LIMITS = Object.freeze({
+  MAX_INPUT_SIZE: 4096, // input.size: side of the square input image
+  MAX_DIM: 65536, // output.dim, index.dim (and a gallery's dim)
+  MAX_COUNT: 50000000, // index.count (and a gallery's photos)
+  MAX_RANK: 8, // dimensions of a file entry's shape
+  MAX_EXTENT: 2147483647, // each of them
+  MAX_BATCH: 4096, // a target's static batch
+  MAX_FILE_BYTES: 2147483647, // the largest file the page reads into one ArrayBuffer
+});
+
+/** An integer manifest value at `key` in [min, max], else a BundleError saying which bound it breaks. */
+function bounded(value, where, key, min, max) {
+  if (!Number.isSafeInteger(value)) {
+    throw new BundleError(`${where}: invalid manifest at ${key}: ${JSON.stringify(value)} is not an integer`);
+  }
+  if (value < min) throw new BundleError(`${where}: invalid manifest at ${key}: ${value} is less than the minimum of ${min}`);
+  if (value > max) throw new BundleError(`${where}: invalid manifest at ${key}: ${value} is greater than the maximum of ${max}`);
+  return value;
+}
+
+function sizeError(path, actual, expected) {
+  return new BundleError(`${path}: size ${actual} bytes, manifest says ${expected} (truncated or replaced)`);
+}
 
 export class BundleError extends Error {
   constructor(message) {
@@ -19,7 +51,7 @@ function need(cond, where, what) {
   if (!cond) throw new BundleError(`${where}: malformed manifest: ${what}`);
 }
 
-function checkEntry(entry, where, label) {
+function checkEntry(entry, where, label, key = label.replace(/\[(\d+)\]/g, "/$1").replace(/\./g, "/")) {
   need(entry && typeof entry === "object", where, `${label} is not a file entry`);
   need(typeof entry.path === "string" && entry.path.length > 0, where, `${label} has no path`);
   const parts = entry.path.split("/");
@@ -30,11 +62,22 @@ function checkEntry(entry, where, label) {
   );
   need(/^[0-9a-f]{64}$/.test(entry.sha256 || ""), where, `${label} has no SHA-256`);
   need(Number.isInteger(entry.bytes) && entry.bytes >= 0, where, `${label} has no byte size`);
+  bounded(entry.bytes, where, `${key}/bytes`, 0, Number.MAX_SAFE_INTEGER);
   if (entry.dtype !== undefined) {
     need(entry.dtype in DTYPE_BYTES, where, `${label} has unknown dtype ${entry.dtype}`);
-    need(Array.isArray(entry.shape) && entry.shape.every((d) => Number.isInteger(d) && d >= 0), where, `${label} has no shape`);
-    const n = entry.shape.reduce((a, b) => a * b, 1);
-    need(n * DTYPE_BYTES[entry.dtype] === entry.bytes, where, `${label} shape ${JSON.stringify(entry.shape)} does not match ${entry.bytes} bytes`);
+    need(Array.isArray(entry.shape), where, `${label} has no shape`);
+    if (entry.shape.length > LIMITS.MAX_RANK) {
+      throw new BundleError(
+        `${where}: invalid manifest at ${key}/shape: ${entry.shape.length} dimensions, more than the maximum of ${LIMITS.MAX_RANK}`,
+      );
+    }
+    entry.shape.forEach((d, i) => bounded(d, where, `${key}/shape/${i}`, 0, LIMITS.MAX_EXTENT));
+    const n = entry.shape.reduce((a, b) => a * BigInt(b), 1n); // exact: no float rounding, no overflow
+    need(
+      n * BigInt(DTYPE_BYTES[entry.dtype]) === BigInt(entry.bytes),
+      where,
+      `${label} shape ${JSON.stringify(entry.shape)} does not match ${entry.bytes} bytes`,
+    );
   }
 }
 
@@ -48,14 +91,18 @@ export function validateManifest(m, where = "manifest.json") {
     );
   }
   const inp = m.input;
-  need(inp && Number.isInteger(inp.size) && inp.size > 0, where, "input.size");
+  need(inp && typeof inp === "object", where, "input");
+  bounded(inp.size, where, "input/size", 1, LIMITS.MAX_INPUT_SIZE);
   need(inp.resize === "shortest_side" && inp.crop === "center", where, `unsupported input resize=${inp.resize} crop=${inp.crop}`);
   need(inp.layout === "NCHW" && inp.color === "RGB" && inp.dtype === "float32", where, "input must be NCHW RGB float32");
   need(Array.isArray(inp.value_range) && inp.value_range.length === 2, where, "input.value_range");
   need(Array.isArray(inp.mean) && inp.mean.length === 3 && Array.isArray(inp.std) && inp.std.length === 3, where, "input mean/std");
-  need(m.output && Number.isInteger(m.output.dim), where, "output.dim");
+  need(m.output && typeof m.output === "object", where, "output");
+  bounded(m.output.dim, where, "output/dim", 1, LIMITS.MAX_DIM);
   const idx = m.index;
-  need(idx && Number.isInteger(idx.count) && Number.isInteger(idx.dim), where, "index count/dim");
+  need(idx && typeof idx === "object", where, "index");
+  bounded(idx.count, where, "index/count", 1, LIMITS.MAX_COUNT);
+  bounded(idx.dim, where, "index/dim", 1, LIMITS.MAX_DIM);
   checkEntry(idx.vectors, where, "index.vectors");
   checkEntry(idx.texts, where, "index.texts");
   need(idx.vectors.dtype === "float16", where, "index.vectors must be float16");
@@ -65,6 +112,10 @@ export function validateManifest(m, where = "manifest.json") {
     `index vectors ${JSON.stringify(idx.vectors.shape)} do not match count ${idx.count} x dim ${idx.dim} (encoder output dim ${m.output.dim})`,
   );
   need(Array.isArray(m.targets), where, "targets");
+  m.targets.forEach((t, i) => {
+    need(t && typeof t === "object", where, `targets[${i}]`);
+    if (t.batch !== undefined && t.batch !== "dynamic") bounded(t.batch, where, `targets/${i}/batch`, 1, LIMITS.MAX_BATCH);
+  });
   need(Array.isArray(m.golden || []), where, "golden");
   (m.golden || []).forEach((g, i) => {
     checkEntry(g.input, where, `golden[${i}].input`);
@@ -79,7 +130,7 @@ export function onnxTarget(m, where = "manifest.json") {
     const have = m.targets.map((t) => `${t.role}/${t.format}`).join(", ") || "none";
     throw new BundleError(`${where}: no image_encoder target in format onnx, which this page runs (has: ${have})`);
   }
-  checkEntry(t.file, where, `target ${t.file && t.file.path}`);
+  checkEntry(t.file, where, `target ${t.file && t.file.path}`, `targets/${m.targets.indexOf(t)}/file`);
   return t;
 }
 
@@ -91,8 +142,13 @@ export class UrlSource {
     this.servesPhotos = true; // `ammkd serve` serves the gallery's photos as photos/<row>
   }
 
-  /** path -> ArrayBuffer, or null when the server has no such file. */
-  async get(path) {
+  /**
+   * path -> ArrayBuffer, or null when the server has no such file. With `expected` (the
+   * manifest's byte size) a body of another size is refused before it is held in memory: by its
+   * Content-Length when the server sends one (uncompressed), else as it streams in, never
+   * reading past `expected` bytes.
+   */
+  async get(path, expected) {
     let resp;
     try {
       resp = await fetch(new URL(path, this.base), { cache: "no-cache" });
@@ -101,7 +157,42 @@ export class UrlSource {
     }
     if (resp.status === 404) return null;
     if (!resp.ok) throw new BundleError(`${path}: cannot be fetched (HTTP ${resp.status})`);
-    return resp.arrayBuffer();
+    if (expected === undefined) return resp.arrayBuffer();
+    const encoding = (resp.headers.get("Content-Encoding") || "identity").trim().toLowerCase();
+    const length = resp.headers.get("Content-Length");
+    if (encoding === "identity" && length !== null && /^\d+$/.test(length.trim())) {
+      if (Number(length) === expected) return resp.arrayBuffer(); // the network stack holds the body to it
+      await resp.body?.cancel().catch(() => {});
+      throw sizeError(path, Number(length), expected);
+    }
+    if (!resp.body) return resp.arrayBuffer(); // no stream: the caller checks the length
+    // no usable Content-Length: count the bytes as they come, holding no more than arrived
+    const chunks = [];
+    const reader = resp.body.getReader();
+    let n = 0;
+    for (;;) {
+      let chunk;
+      try {
+        chunk = await reader.read();
+      } catch (e) {
+        throw new BundleError(`${path}: cannot be fetched (${e.message})`);
+      }
+      if (chunk.done) break;
+      n += chunk.value.byteLength;
+      if (n > expected) {
+        await reader.cancel().catch(() => {});
+        throw sizeError(path, `more than ${expected}`, expected);
+      }
+      chunks.push(chunk.value);
+    }
+    if (n !== expected) throw sizeError(path, n, expected);
+    const out = new Uint8Array(n);
+    let at = 0;
+    for (const c of chunks) {
+      out.set(c, at);
+      at += c.byteLength;
+    }
+    return out.buffer;
   }
 
   missing(path) {
@@ -149,9 +240,12 @@ export class FileSource {
     return new FileSource(files, dir.name);
   }
 
-  async get(path) {
+  /** path -> ArrayBuffer, or null; with `expected`, a file of another size is refused before it is read. */
+  async get(path, expected) {
     const f = this.files.get(path);
-    return f ? f.arrayBuffer() : null;
+    if (!f) return null;
+    if (expected !== undefined && f.size !== expected) throw sizeError(path, f.size, expected);
+    return f.arrayBuffer();
   }
 
   missing(path) {
@@ -179,14 +273,19 @@ export class Bundle {
     return new Bundle(source, manifest);
   }
 
-  /** A file's bytes (ArrayBuffer), checked against its entry (size, SHA-256) before they are returned. */
+  /**
+   * A file's bytes (ArrayBuffer), checked against its entry before they are returned: a size the
+   * page cannot hold is refused before the fetch, a size other than the manifest's before the
+   * body is held (the source checks it), then the SHA-256.
+   */
   async readBytes(entry) {
     const where = entry.path;
-    const data = await this.source.get(entry.path);
-    if (data === null) throw new BundleError(this.source.missing(where));
-    if (data.byteLength !== entry.bytes) {
-      throw new BundleError(`${where}: size ${data.byteLength} bytes, manifest says ${entry.bytes} (truncated or replaced)`);
+    if (entry.bytes > LIMITS.MAX_FILE_BYTES) {
+      throw new BundleError(`${where}: ${entry.bytes} bytes, more than this page can hold in memory (${LIMITS.MAX_FILE_BYTES})`);
     }
+    const data = await this.source.get(entry.path, entry.bytes);
+    if (data === null) throw new BundleError(this.source.missing(where));
+    if (data.byteLength !== entry.bytes) throw sizeError(where, data.byteLength, entry.bytes);
     if ((await sha256Hex(data)) !== entry.sha256) {
       throw new BundleError(`${where}: SHA-256 does not match the manifest (file was modified)`);
     }

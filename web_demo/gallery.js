@@ -3,7 +3,7 @@
 // class vector. The photos themselves are served by `ammkd serve` as photos/<row>; a bundle
 // folder opened from disk has none of them (only their names).
 
-import { BundleError } from "./bundle.js";
+import { BundleError, LIMITS } from "./bundle.js";
 import { scoresOf, topk } from "./search.js";
 
 export const GALLERY_FORMAT = "ammkd-gallery";
@@ -27,9 +27,10 @@ export class Gallery {
     } catch (e) {
       throw new BundleError(`gallery/gallery.json: not valid JSON (${e.message})`);
     }
-    if (m.format !== GALLERY_FORMAT || m.format_version !== 1) {
+    if (!m || m.format !== GALLERY_FORMAT || m.format_version !== 1) {
       throw new BundleError(`gallery/gallery.json: not an ${GALLERY_FORMAT} version 1 manifest`);
     }
+    checkGalleryManifest(m, bundle.manifest.output.dim);
     const vectors = new Float32Array(await bundle.readBytes(m.embeddings));
     if (vectors.length !== m.images.length * m.dim) {
       throw new BundleError(`${m.embeddings.path}: ${vectors.length} values for ${m.images.length} photos x ${m.dim}`);
@@ -44,6 +45,30 @@ export class Gallery {
       image: this.manifest.images[h.id],
       url: this.servesPhotos ? `photos/${h.id}` : null,
     }));
+  }
+}
+
+/**
+ * gallery.json is untrusted: what sizes the embeddings read (photo count, dim, bytes, shape) is
+ * bounded and consistent before anything is fetched, and the file stays inside the bundle.
+ */
+function checkGalleryManifest(m, dim) {
+  const where = "gallery/gallery.json";
+  const bad = (why) => new BundleError(`${where}: ${why}`);
+  if (!Array.isArray(m.images) || !m.images.every((n) => typeof n === "string")) throw bad("'images' is not a list of names");
+  if (m.images.length > LIMITS.MAX_COUNT) {
+    throw bad(`${m.images.length} images, more than the maximum of ${LIMITS.MAX_COUNT}`);
+  }
+  if (m.dim !== dim) throw bad(`gallery dim ${JSON.stringify(m.dim)} differs from the encoder's ${dim}`);
+  const e = m.embeddings;
+  if (!e || typeof e !== "object" || e.path !== "gallery/embeddings.f32.bin" || !/^[0-9a-f]{64}$/.test(e.sha256 || "")) {
+    throw bad("'embeddings' is not the gallery's gallery/embeddings.f32.bin with a SHA-256");
+  }
+  const need = m.images.length * dim * 4; // <= 5e7 * 65536 * 4: exact in a double
+  if (e.bytes !== need) throw bad(`${m.images.length} images of dim ${dim} need ${need} bytes, embeddings say ${JSON.stringify(e.bytes)}`);
+  if (e.dtype !== undefined && e.dtype !== "float32") throw bad(`embeddings dtype ${JSON.stringify(e.dtype)} is not float32`);
+  if (e.shape !== undefined && !(Array.isArray(e.shape) && e.shape.length === 2 && e.shape[0] === m.images.length && e.shape[1] === dim)) {
+    throw bad(`embeddings shape ${JSON.stringify(e.shape)} is not [${m.images.length}, ${dim}]`);
   }
 }
 

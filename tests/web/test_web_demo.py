@@ -341,3 +341,117 @@ def test_page_opens_a_bundle_folder_from_disk(pipeline, tmp_path):
     _check_golden(report, r)
     (found,) = report["gallery"]
     assert [h["image"] for h in found["hits"]] == want and all(h["url"] is None for h in found["hits"])
+
+
+def test_page_limits_are_the_schemas():
+    """The page's bounds (LIMITS in bundle.js) are the manifest schema's maxima: they cannot drift apart."""
+    from reader_limits import js_limits, schema_maxima
+
+    want = schema_maxima()
+    have = js_limits()
+    assert {k: have.get(k) for k in want} == want
+
+
+def test_page_refuses_sizes_that_would_exhaust_memory(pipeline, tmp_path):
+    """A manifest whose numbers would size a huge allocation (input size, index count, dims, shape
+    extents and rank, batch), a file bigger than the manifest says (served or in a folder), one too
+    big to hold, or a gallery.json asking for more bytes than its photos need, is refused with a
+    message naming the file and the bound, before anything is allocated or the body is read."""
+    _need_browser()
+    bad = shutil.copytree(pipeline["bundle"], tmp_path / "bad")
+    manifest = json.loads((bad / "manifest.json").read_text())
+    dim = manifest["output"]["dim"]
+
+    def edited(edit):
+        def mutate(folder: Path) -> None:
+            m = json.loads(json.dumps(manifest))
+            edit(m)
+            (folder / "manifest.json").write_text(json.dumps(m))
+
+        return mutate
+
+    def grown(folder: Path, extra: int = 1 << 30) -> None:
+        with open(folder / "index" / "texts.json", "r+b") as f:
+            f.truncate(f.seek(0, 2) + extra)  # sparse: costs nothing unless it is read
+
+    def too_big(folder: Path) -> None:
+        size = 3 << 30
+        with open(folder / "index" / "texts.json", "r+b") as f:
+            f.truncate(size)
+        edited(lambda m: m["index"]["texts"].update(bytes=size))(folder)
+
+    def gallery_asking_too_much(folder: Path) -> None:
+        (folder / "gallery").mkdir()
+        (folder / "gallery" / "embeddings.f32.bin").write_bytes(bytes(4 * dim))
+        entry = {"path": "gallery/embeddings.f32.bin", "dtype": "float32", "shape": [1, dim], "bytes": 1 << 40}
+        g = {"format": "ammkd-gallery", "format_version": 1, "source_dir": "/photos", "dim": dim, "images": ["a.png"]}
+        (folder / "gallery" / "gallery.json").write_text(json.dumps(g | {"embeddings": entry | {"sha256": "0" * 64}}))
+
+    def index_count(m: dict) -> None:
+        m["index"]["count"] = 10**9
+        m["index"]["vectors"]["shape"][0] = 10**9
+
+    max_i32 = 2**31 - 1
+
+    def over(key: str, value: int, maximum: int) -> str:
+        return f"manifest.json: invalid manifest at {key}: {value} is greater than the maximum of {maximum}"
+
+    cases = [
+        (edited(lambda m: m["input"].update(size=100_000)), over("input/size", 100_000, 4096)),
+        (edited(index_count), over("index/count", 10**9, 50_000_000)),
+        (edited(lambda m: m["output"].update(dim=10**7)), over("output/dim", 10**7, 65536)),
+        (
+            edited(lambda m: m["golden"][0]["input"].update(shape=[2**40, 2**40])),
+            over("golden/0/input/shape/0", 2**40, max_i32),
+        ),
+        (
+            edited(lambda m: m["index"]["vectors"].update(shape=[1] * 9)),
+            "index/vectors/shape: 9 dimensions, more than the maximum",
+        ),
+        (edited(lambda m: m["targets"][0].update(batch=100_000)), over("targets/0/batch", 100_000, 4096)),
+        (grown, "index/texts.json: size {} bytes, manifest says {} (truncated or replaced)"),
+        (too_big, f"index/texts.json: {3 << 30} bytes, more than this page can hold in memory"),
+        (
+            gallery_asking_too_much,
+            f"gallery/gallery.json: 1 images of dim {dim} need {4 * dim} bytes, embeddings say {2**40}",
+        ),
+    ]
+    texts_bytes = manifest["index"]["texts"]["bytes"]
+    with serving(bad) as url:  # started on the good bundle: `ammkd serve` itself refuses these manifests
+        for mutate, message in cases:
+            shutil.rmtree(bad)
+            shutil.copytree(pipeline["bundle"], bad)
+            mutate(bad)
+            report = drive(url + "/")
+            state = report["state"]
+            want = message.format(texts_bytes + (1 << 30), texts_bytes)
+            assert not state["ready"] and want in (state["error"] or ""), (want, state)
+            assert report["statusText"] == "refused: " + state["error"]  # shown on the page
+            assert report["loadMs"] < 60_000, report["loadMs"]  # refused at once, nothing big was read
+
+    # a bundle folder opened in the page: a file bigger than the manifest says is refused by its size
+    folder = shutil.copytree(pipeline["bundle"], tmp_path / "folder")
+    grown(folder, extra=1 << 20)
+    with serving(pipeline["bundle"]) as url:
+        report = drive(url + "/", "--open-folder", str(folder))
+    (opened,) = report["folders"]
+    want = (
+        f"index/texts.json: size {texts_bytes + (1 << 20)} bytes, manifest says {texts_bytes} (truncated or replaced)"
+    )
+    assert not opened["state"]["ready"] and want in opened["state"]["error"], opened["state"]
+
+
+def test_page_counts_a_body_without_content_length():
+    """A body without Content-Length (a compressing server) is refused once it passes the manifest's
+    size, after a few KiB of a 1 GiB stream, and accepted when exact (web_demo/tests/bundle_check.mjs)."""
+    if shutil.which("node") is None:
+        pytest.skip(f"node is not installed; install Node 20, then {ENABLE}")
+    proc = subprocess.run(
+        ["node", str(WEB_DEMO / "tests" / "bundle_check.mjs")], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["bigger"] == "index/texts.json: size more than 4096 bytes, manifest says 4096 (truncated or replaced)"
+    assert report["chunksPulled"] < 16  # of 1,048,576: the rest was never read
+    assert report["exact"] == 4096
+    assert report["shorter"] == "index/texts.json: size 3072 bytes, manifest says 4096 (truncated or replaced)"
