@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from conftest import TINY_DATA
 from PIL import Image
+from reader_limits import kotlin_limits, schema_maxima
 
 from ammkd.distill.data import load_split
 from ammkd.mobile_runtime.gallery import open_gallery, update_gallery
@@ -228,7 +229,7 @@ def test_kotlin_core_agrees_with_the_python_runtime(pipeline, tmp_path):
     assert figures["encoder_cosine_min_vs_golden"] >= COSINE_BOUND
     assert figures["topk_golden_images"] == len(written["golden"]) > 0
     assert figures["topk_agreement_exact"] + figures["topk_agreement_near_tie_swaps"] == figures["topk_positions"]
-    assert figures["tamper_cases_refused"] == 7
+    assert figures["tamper_cases_refused"] == 17  # 7 damaged files, 10 sizes past the bounds (TamperTest.kt)
     assert figures["gallery_queries"] == len(written["gallery"]["queries"])
     _check_device_gallery(written["device_gallery"], figures)
 
@@ -251,3 +252,10 @@ def _check_device_gallery(spec: dict, figures: dict) -> None:
     update = update_gallery(r, spec["photos"])
     assert update.added == 1 and update.gallery.images[-1] == "late.png"
     assert np.allclose(update.gallery.embeddings[:-1], gallery.embeddings)
+
+
+def test_kotlin_limits_are_the_schemas():
+    """The Kotlin reader's bounds (Limits.kt) are the manifest schema's maxima: they cannot drift apart."""
+    want = schema_maxima()
+    have = kotlin_limits()
+    assert {k: have.get(k) for k in want} == want

@@ -4,16 +4,19 @@ import org.json.JSONArray
 import org.json.JSONException
 import org.json.JSONObject
 import org.json.JSONTokener
+import java.io.EOFException
 import java.io.File
+import java.io.RandomAccessFile
 import java.nio.ByteBuffer
 import java.nio.ByteOrder
 import java.security.MessageDigest
 
 /**
  * A bundle folder made by `ammkd export`, opened read-only. `manifest.json` is checked
- * (format "ammkd-bundle", format_version 1, the fields this reader uses); every other file is
- * checked (inside the folder, size, SHA-256) each time its bytes are read, before they are used.
- * Every failure is a [BundleException] naming the file.
+ * (format "ammkd-bundle", format_version 1, the fields this reader uses, and every number that
+ * sizes an allocation against [Limits]); every other file is checked (inside the folder, size on
+ * disk against the manifest before it is read, then SHA-256) each time its bytes are read, before
+ * they are used. Every failure is a [BundleException] naming the file.
  */
 class Bundle private constructor(val root: File, val manifest: JSONObject) {
     /** Path of the manifest, as used in error messages. */
@@ -22,16 +25,21 @@ class Bundle private constructor(val root: File, val manifest: JSONObject) {
     val inputSpec: InputSpec = InputSpec.fromJson(obj(manifest, "input"), manifestPath)
 
     /** Encoder output dimension D (embeddings are (D,) unit vectors). */
-    val outputDim: Int = intOf(obj(manifest, "output"), "dim")
+    val outputDim: Int = intOf(obj(manifest, "output"), "dim", "output/dim", Limits.MAX_DIM.toLong())
 
     /** Every target the manifest lists, unquantized ones first as exported. */
     val targets: List<Target> = arr(manifest, "targets").let { a ->
-        List(a.length()) { Target.fromJson(a.getJSONObject(it), manifestPath) }
+        List(a.length()) { Target.fromJson(a.getJSONObject(it), manifestPath, "targets/$it") }
     }
 
     /** The text index: [count] texts, fp16 vectors (count, dim), texts JSON list. */
     val index: IndexInfo = obj(manifest, "index").let { o ->
-        IndexInfo(intOf(o, "count"), intOf(o, "dim"), entry(o, "vectors"), entry(o, "texts"))
+        IndexInfo(
+            intOf(o, "count", "index/count", Limits.MAX_COUNT.toLong()),
+            intOf(o, "dim", "index/dim", Limits.MAX_DIM.toLong()),
+            entry(o, "vectors", "index/vectors"),
+            entry(o, "texts", "index/texts"),
+        )
     }
 
     /** Golden pairs: source PNG, preprocessed input (1, 3, S, S) f32, embedding (D,) f32, expected top-k ids. */
@@ -39,7 +47,12 @@ class Bundle private constructor(val root: File, val manifest: JSONObject) {
         List(a.length()) { i ->
             val g = a.getJSONObject(i)
             val ids = g.optJSONArray("topk_ids") ?: JSONArray()
-            Golden(entry(g, "image"), entry(g, "input"), entry(g, "embedding"), List(ids.length()) { ids.getInt(it) })
+            Golden(
+                entry(g, "image", "golden/$i/image"),
+                entry(g, "input", "golden/$i/input"),
+                entry(g, "embedding", "golden/$i/embedding"),
+                List(ids.length()) { ids.getInt(it) },
+            )
         }
     }
 
@@ -75,13 +88,28 @@ class Bundle private constructor(val root: File, val manifest: JSONObject) {
         return f
     }
 
-    /** A file's bytes, read once and checked (size, then SHA-256) before they are returned. */
+    /**
+     * A file's bytes, read once and checked before they are returned: its size on disk must be the
+     * manifest's `bytes` (and fit in a ByteArray) before anything is allocated or read, so a file
+     * bigger than the manifest says is never loaded; then exactly that many bytes are read and
+     * their SHA-256 checked.
+     */
     fun readBytes(entry: FileEntry): ByteArray {
         val f = resolve(entry)
         val size = f.length()
         if (size != entry.bytes) throw BundleException.Truncated(f.path, size, entry.bytes)
-        val data = f.readBytes()
-        if (data.size.toLong() != entry.bytes) throw BundleException.Truncated(f.path, data.size.toLong(), entry.bytes)
+        if (size > Limits.MAX_FILE_BYTES) {
+            throw BundleException.Invalid(f.path, "$size bytes, more than this reader can hold in memory (${Limits.MAX_FILE_BYTES})")
+        }
+        val data = ByteArray(size.toInt())
+        RandomAccessFile(f, "r").use { raf ->
+            try {
+                raf.readFully(data)
+            } catch (e: EOFException) {
+                throw BundleException.Truncated(f.path, raf.length(), entry.bytes) // cut short while it was read
+            }
+            if (raf.read() >= 0) throw BundleException.Truncated(f.path, raf.length(), entry.bytes) // grew meanwhile
+        }
         if (sha256Hex(data) != entry.sha256.lowercase()) throw BundleException.HashMismatch(f.path)
         return data
     }
@@ -104,8 +132,9 @@ class Bundle private constructor(val root: File, val manifest: JSONObject) {
             "float16" -> 2
             else -> throw BundleException.Invalid(where(entry), "dtype ${entry.dtype} is not float32 or float16")
         }
-        if (entry.shape == null || data.size.toLong() != entry.count * width) {
-            throw BundleException.Invalid(where(entry), "${data.size / width} values, shape ${entry.shape} needs ${entry.count}")
+        val count = entry.shape?.let { Limits.product(it) }
+        if (count == null || count > Long.MAX_VALUE / width || data.size.toLong() != count * width) {
+            throw BundleException.Invalid(where(entry), "${data.size / width} values, shape ${entry.shape} needs ${count ?: "too many"}")
         }
         val buf = ByteBuffer.wrap(data).order(ByteOrder.LITTLE_ENDIAN)
         return if (width == 4) {
@@ -134,10 +163,13 @@ class Bundle private constructor(val root: File, val manifest: JSONObject) {
     private fun arr(o: JSONObject, key: String): JSONArray =
         o.optJSONArray(key) ?: throw BundleException.Invalid(manifestPath, "invalid manifest: '$key' is missing or not a list")
 
-    private fun intOf(o: JSONObject, key: String): Int =
-        (o.opt(key) as? Number)?.toInt() ?: throw BundleException.Invalid(manifestPath, "invalid manifest: '$key' is missing or not a number")
+    /** An integer at [key] of [o] in 1..[max]; [at] is its place in the manifest, for messages. */
+    private fun intOf(o: JSONObject, key: String, at: String, max: Long): Int {
+        if (!o.has(key)) throw BundleException.Invalid(manifestPath, "invalid manifest: '$at' is missing")
+        return Limits.int(manifestPath, at, o.opt(key), 1, max)
+    }
 
-    private fun entry(o: JSONObject, key: String): FileEntry = FileEntry.fromJson(obj(o, key), manifestPath)
+    private fun entry(o: JSONObject, key: String, at: String): FileEntry = FileEntry.fromJson(obj(o, key), manifestPath, at)
 
     companion object {
         const val FORMAT_NAME = "ammkd-bundle"

@@ -54,21 +54,27 @@ class Gallery(
             }
             try {
                 val entry = m.getJSONObject("embeddings")
-                val images = m.getJSONArray("images").let { a -> List(a.length()) { a.getString(it) } }
-                val dim = m.getInt("dim")
+                val images = m.getJSONArray("images").let { a ->
+                    if (a.length() > Limits.MAX_COUNT) {
+                        throw BundleException.Invalid(mfile.path, "${a.length()} images, more than the maximum of ${Limits.MAX_COUNT}")
+                    }
+                    List(a.length()) { a.getString(it) }
+                }
+                val dim = Limits.int(mfile.path, "dim", m.opt("dim"), 1, Limits.MAX_DIM.toLong())
                 if (dim != bundle.outputDim) {
                     throw BundleException.Invalid(mfile.path, "gallery dim $dim differs from the encoder's ${bundle.outputDim}")
                 }
-                val bytes = entry.getLong("bytes")
+                // every number that sizes the read is checked before anything is allocated
+                val bytes = Limits.long(mfile.path, "embeddings/bytes", entry.opt("bytes"), 0, Limits.MAX_FILE_BYTES)
+                if (bytes != images.size.toLong() * dim * 4) {
+                    throw BundleException.Invalid(mfile.path, "${images.size} images of dim $dim need ${images.size.toLong() * dim * 4} bytes, embeddings say $bytes")
+                }
                 val emb = File(folder, EMBEDDINGS)
                 val size = if (emb.isFile) emb.length() else 0L
                 if (size < bytes) throw BundleException.Truncated(emb.path, size, bytes)
-                val data = ByteArray(bytes.toInt())
+                val data = ByteArray(bytes.toInt()) // rows past it (an interrupted append) are not read
                 if (bytes > 0) RandomAccessFile(emb, "r").use { it.readFully(data) }
                 if (Bundle.sha256Hex(data) != entry.getString("sha256")) throw BundleException.HashMismatch(emb.path)
-                if (data.size.toLong() != images.size.toLong() * dim * 4) {
-                    throw BundleException.Invalid(mfile.path, "${images.size} images but ${data.size / 4 / dim} embeddings")
-                }
                 val buf = java.nio.ByteBuffer.wrap(data).order(java.nio.ByteOrder.LITTLE_ENDIAN).asFloatBuffer()
                 val vectors = FloatArray(data.size / 4).also { buf.get(it) }
                 val skipped = (m.optJSONArray("skipped") ?: org.json.JSONArray()).let { a ->

@@ -23,20 +23,26 @@ data class InputSpec(
     val name: String = "image",
 ) {
     companion object {
-        /** Parse the manifest's `input` object; absent keys take the exporter's defaults. */
+        /**
+         * Parse the manifest's `input` object; absent keys take the exporter's defaults. `size`
+         * must be 1..[Limits.MAX_INPUT_SIZE] (it sizes the (1, 3, S, S) input tensor), checked here.
+         */
         fun fromJson(o: JSONObject, where: String): InputSpec = try {
-            val d = InputSpec(o.getInt("size"))
-            fun doubles(key: String, default: List<Double>) =
-                o.optJSONArray(key)?.let { a -> List(a.length()) { a.getDouble(it) } } ?: default
-            val range = doubles("value_range", listOf(d.valueRange.first, d.valueRange.second))
+            val d = InputSpec(Limits.int(where, "input/size", o.opt("size"), 1, Limits.MAX_INPUT_SIZE.toLong()))
+            fun doubles(key: String, default: List<Double>, n: Int): List<Double> {
+                val a = o.optJSONArray(key) ?: return default
+                if (a.length() != n) throw BundleException.Invalid(where, "invalid manifest at input/$key: ${a.length()} values, not $n")
+                return List(n) { a.getDouble(it) }
+            }
+            val range = doubles("value_range", listOf(d.valueRange.first, d.valueRange.second), 2)
             InputSpec(
                 size = d.size,
                 resize = o.optString("resize", d.resize),
                 interpolation = o.optString("interpolation", d.interpolation),
                 crop = o.optString("crop", d.crop),
                 valueRange = range[0] to range[1],
-                mean = doubles("mean", d.mean),
-                std = doubles("std", d.std),
+                mean = doubles("mean", d.mean, 3),
+                std = doubles("std", d.std, 3),
                 normalizationInGraph = o.optBoolean("normalization_in_graph", d.normalizationInGraph),
                 layout = o.optString("layout", d.layout),
                 color = o.optString("color", d.color),

@@ -89,10 +89,11 @@ class OnnxImageEncoder private constructor(
                     )
                 val shape = info.shape
                 val s = bundle.inputSpec.size.toLong()
-                if (shape.size != 4 || shape[1] != 3L || shape[2] != s || shape[3] != s) {
+                if (shape.size != 4 || shape[0] > Limits.MAX_BATCH || shape[1] != 3L || shape[2] != s || shape[3] != s) {
                     throw BundleException.Invalid(
                         where,
-                        "model input ${shape.contentToString()} is not (B, 3, $s, $s) as the manifest's input spec says",
+                        "model input ${shape.contentToString()} is not (B, 3, $s, $s) as the manifest's input spec says " +
+                            "(B dynamic or at most ${Limits.MAX_BATCH})",
                     )
                 }
                 return OnnxImageEncoder(target, threads, session, env, shape, bundle.outputDim)

@@ -25,7 +25,7 @@ class Preprocessor(val spec: InputSpec) {
         require(spec.layout == "NCHW" && spec.color == "RGB" && spec.dtype == "float32") {
             "unsupported input spec: layout ${spec.layout}, color ${spec.color}, dtype ${spec.dtype} (this reader makes NCHW RGB float32)"
         }
-        require(spec.size > 0) { "unsupported input spec: size ${spec.size}" }
+        require(spec.size in 1..Limits.MAX_INPUT_SIZE) { "unsupported input spec: size ${spec.size} (1 to ${Limits.MAX_INPUT_SIZE})" }
     }
 
     /** Side S of the square input. */

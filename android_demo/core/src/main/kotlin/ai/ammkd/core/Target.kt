@@ -24,17 +24,19 @@ data class Target(
     val label: String get() = "$format/$quantization"
 
     companion object {
-        fun fromJson(o: JSONObject, where: String): Target = try {
+        /** Parse a `targets` entry; [where] names the manifest, [key] the entry (e.g. `targets/0`). */
+        fun fromJson(o: JSONObject, where: String, key: String = "targets"): Target = try {
             val cfg = o.optJSONObject("session_config")
             Target(
                 role = o.getString("role"),
                 format = o.getString("format"),
                 quantization = o.optString("quantization", "none"),
                 dtype = o.optString("dtype", "float32"),
-                file = o.optJSONObject("file")?.let { FileEntry.fromJson(it, where) },
+                file = o.optJSONObject("file")?.let { FileEntry.fromJson(it, where, "$key/file") },
                 inputName = o.optString("input_name", "image"),
                 outputName = o.optString("output_name", "embedding"),
-                batch = (o.opt("batch") as? Number)?.toInt(),
+                batch = o.opt("batch").takeIf { it != null && it != "dynamic" }
+                    ?.let { Limits.int(where, "$key/batch", it, 1, Limits.MAX_BATCH.toLong()) },
                 sessionConfig = cfg?.keys()?.asSequence()?.associateWith { cfg.get(it).toString() } ?: emptyMap(),
             )
         } catch (e: org.json.JSONException) {
