@@ -5,7 +5,7 @@
 import { Bundle, BundleError, FileSource, UrlSource, onnxTarget } from "./bundle.js";
 import { ImageInputError, preprocessFile } from "./preprocess.js";
 import { Gallery, findText } from "./gallery.js";
-import { TextIndex, decodeFloat16 } from "./search.js";
+import { TextIndex } from "./search.js";
 
 const params = new URLSearchParams(location.search);
 const BUNDLE_URL = new URL(params.get("bundle") || "bundle/", location.href);
@@ -19,6 +19,9 @@ const state = {
   crossOriginIsolated: globalThis.crossOriginIsolated === true,
   ep: null, // the execution provider the encoder runs on: "webgpu" or "wasm"
   epNote: "", // why it is not WebGPU, when it is not
+  scan: null, // the index scan: "wasm-simd" (WebAssembly SIMD) or "js" (?scan=auto|wasm|js)
+  scanNote: "", // why it is not WebAssembly SIMD, when it is not
+  scanKernel: null, // "relaxed-madd" (relaxed SIMD fused multiply-add), "mul-add" or "js"
   source: "", // where the bundle comes from: the server's /bundle/ or a folder the user opened
   loads: 0, // bundles loaded (or refused) so far: a new folder starts load number loads + 1
 };
@@ -110,7 +113,7 @@ async function runGolden(i = 0) {
   const hits = search(embedding, k());
   showTimings();
   showHits(hits, `golden input ${i} (${golden[i].input.path})`);
-  return { embedding: Array.from(embedding), topk: hits, timings: { ...timings } };
+  return { embedding: Array.from(embedding), topk: hits, timings: { ...timings }, scan: index.lastPath };
 }
 
 async function runFile(file) {
@@ -176,6 +179,8 @@ async function startRuntime() {
 async function unload() {
   state.ready = false;
   state.error = null;
+  state.scan = null;
+  state.scanNote = "";
   for (const el of document.querySelectorAll("#file, #camera, #k")) el.disabled = true;
   for (const id of ["results", "photos"]) $(id).replaceChildren();
   for (const id of ["results-caption", "message", "gallery-message", "timings", "bundle-info"]) $(id).textContent = "";
@@ -201,7 +206,10 @@ async function load(source) {
   if (!Array.isArray(texts) || texts.length !== m.index.count) {
     throw new BundleError(`${m.index.texts.path}: expected a list of ${m.index.count} texts`);
   }
-  index = new TextIndex(decodeFloat16(vectorBytes), texts, m.index.count, m.index.dim);
+  index = await TextIndex.create(vectorBytes, texts, m.index.count, m.index.dim, { scan: params.get("scan") || "auto" });
+  state.scan = index.path;
+  state.scanNote = index.note;
+  state.scanKernel = index.kernel;
   setStatus(`starting the encoder (${choice.ep === "webgpu" ? "WebGPU" : "WASM"})…`);
   const created = await createSession(new Uint8Array(modelBytes), choice);
   session = created.session;
@@ -216,7 +224,8 @@ async function load(source) {
   $("bundle-info").textContent =
     `${model ? model + " · " : ""}${target.file.path} (${(target.file.bytes / 1e6).toFixed(1)} MB, ${target.quantization}) · ` +
     `${m.index.count} texts × ${m.index.dim} · input ${m.input.size}px · ${runtime}` +
-    (state.epNote ? ` · ${state.epNote}` : "");
+    (state.epNote ? ` · ${state.epNote}` : "") +
+    ` · search: ${state.scan === "wasm-simd" ? "WASM SIMD" : "JS"}${state.scanNote ? " (" + state.scanNote + ")" : ""}`;
   gallery = await Gallery.open(bundle);
   if (gallery) {
     $("gallery").hidden = false;
@@ -287,8 +296,7 @@ function searchGallery(text, kk = k()) {
     return { error: msg, suggestions: found.suggestions };
   }
   $("gallery-message").textContent = "";
-  const d = index.d;
-  const query = index.vectors.subarray(found.id * d, (found.id + 1) * d);
+  const query = index.vector(found.id);
   const hits = gallery.search(query, kk);
   for (const h of hits) {
     const li = document.createElement("li");
@@ -317,7 +325,7 @@ async function benchGolden(i = 0, runs = 30, warmup = 5) {
     search(embedding, 10);
     if (r >= warmup) rows.push({ encode: timings.encode, search: timings.search });
   }
-  return { threads: state.threads, ep: state.ep, load: timings.load, rows };
+  return { threads: state.threads, ep: state.ep, scan: index.lastPath, kernel: index.kernel, candidates: index.wasm ? index.wasm.candidates : null, load: timings.load, rows };
 }
 
 window.ammkd = { state, timings, runGolden, benchGolden, searchGallery, runFile, embedTensor: async (t) => Array.from(await embedTensor(t)), search };

@@ -7,6 +7,7 @@ page's packages: `apt-get install chromium` and `npm ci --prefix web_demo` (CI d
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import os
@@ -90,6 +91,9 @@ def test_page_matches_python_runtime(pipeline):
     state = report["state"]
     assert state["ready"] and state["error"] is None, state
     assert state["ep"] == "wasm"  # the tests' Chromium runs with its GPU disabled
+    assert state["scan"] == "wasm-simd" and state["scanNote"] == ""  # the index scan in WebAssembly SIMD
+    assert state["scanKernel"] == "relaxed-madd"  # Chromium has relaxed SIMD: fused multiply-adds
+    assert [g["scan"] for g in report["golden"]] == ["wasm-simd", "wasm-simd"]
     assert report["crossOriginIsolated"] is True  # COOP/COEP let the WASM runtime use threads
     _check_golden(report, r)
     # the golden image through the file input: canvas preprocessing, encoder, search, shown texts
@@ -98,6 +102,100 @@ def test_page_matches_python_runtime(pipeline):
     expected = r.top_texts(image, k=5)
     assert upload["results"] == [f"{h.score:.4f}{h.text}" for h in expected]
     assert "preprocess" in upload["timings"] and "encode" in upload["timings"]
+
+
+def _exact_topk(bits: np.ndarray, query, k: int) -> list[int]:
+    """search.js's JS scan in NumPy: float16 rows times the float32 query summed in float64, rounded
+    to float32, the k best with ties towards the lower id."""
+    q = np.asarray(query, np.float32).astype(np.float64)
+    scores = (bits.view(np.float16).astype(np.float64) @ q).astype(np.float32)
+    return [int(i) for i in np.lexsort((np.arange(len(scores)), -scores.astype(np.float64)))[:k]]
+
+
+def _with_ties(pipeline, folder: Path) -> tuple[Path, np.ndarray, dict]:
+    """A copy of the test bundle whose index has two exact copies of golden 0's best row (one at a
+    lower id, one at a higher) and a near-copy of its second row, one float16 step off in the
+    dimension the query weighs least -> (bundle, index bits (N, D) uint16, {name: id})."""
+    bundle = shutil.copytree(pipeline["bundle"], folder)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    entry = manifest["index"]["vectors"]
+    bits = np.fromfile(bundle / entry["path"], "<u2").reshape(entry["shape"])
+    best, second = manifest["golden"][0]["topk_ids"][:2]
+    free = [i for i in range(len(bits)) if i not in manifest["golden"][0]["topk_ids"]]
+    ids = {"low": free[0], "near": free[len(free) // 2], "high": free[-1], "best": best, "second": second}
+    bits[ids["low"]] = bits[ids["high"]] = bits[best]
+    emb = BundleReader.open(bundle).read_array(manifest["golden"][0]["embedding"])
+    j = int(np.argmin(np.abs(emb)))
+    bits[ids["near"]] = bits[second]
+    bits[ids["near"], j] += 1  # one float16 step away from zero: a score that differs in the last bits
+    raw = bits.astype("<u2").tobytes()
+    (bundle / entry["path"]).write_bytes(raw)
+    entry["sha256"] = hashlib.sha256(raw).hexdigest()
+    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return bundle, bits, ids
+
+
+def test_index_scan_wasm_keeps_ties_exact_and_js_fallback(pipeline, tmp_path):
+    """The WebAssembly SIMD scan (the default), the JS scan asked for (?scan=js) and the JS scan a
+    browser without WebAssembly SIMD falls back to give the same top-k, ids and scores, on an
+    index with exact ties and a near-tie at the top, equal to the JS scan's arithmetic in NumPy and
+    to the Python runtime's ids."""
+    _need_browser()
+    from ammkd.mobile_runtime.retriever import Retriever
+
+    bundle, bits, ids = _with_ties(pipeline, tmp_path / "ties")
+    r = Retriever.open(bundle)
+    with serving(bundle) as url:
+        runs = {
+            "wasm": drive(url + "/", "--golden", "0", "--golden", "1"),
+            "js": drive(url + "/?scan=js", "--golden", "0", "--golden", "1"),
+            "no-simd": drive(url + "/", "--no-wasm-simd", "--golden", "0", "--golden", "1"),
+        }
+    assert runs["wasm"]["state"]["scan"] == "wasm-simd" and runs["wasm"]["state"]["scanNote"] == ""
+    assert runs["js"]["state"]["scan"] == "js" and runs["js"]["state"]["scanNote"] == "JS asked for (?scan=js)"
+    assert runs["no-simd"]["state"]["scan"] == "js"
+    assert runs["no-simd"]["state"]["scanNote"] == "this browser has no WebAssembly SIMD"
+    assert runs["no-simd"]["state"]["ep"] == "wasm" and runs["no-simd"]["state"]["ready"]  # the encoder still runs
+    assert runs["wasm"]["bundleInfo"].endswith(" · search: WASM SIMD")  # the page says which scan runs
+    assert runs["no-simd"]["bundleInfo"].endswith(" · search: JS (this browser has no WebAssembly SIMD)")
+    for name, report in runs.items():
+        want_path = "wasm-simd" if name == "wasm" else "js"
+        for i, page in enumerate(report["golden"]):
+            assert page["scan"] == want_path, (name, i)
+            got = [h["id"] for h in page["topk"]]
+            assert got == _exact_topk(bits, page["embedding"], 5), (name, i)
+            assert got == [h.id for h in r.search_embedding(np.asarray(page["embedding"], np.float32), k=5)], (name, i)
+            assert page["topk"] == runs["wasm"]["golden"][i]["topk"], (name, i)  # ids, scores, texts: bit for bit
+    # golden 0: the three copies of its best row tie, in id order, and the near-copy sits by its twin
+    top = [h["id"] for h in runs["wasm"]["golden"][0]["topk"]]
+    assert top[:3] == sorted([ids["low"], ids["best"], ids["high"]])
+    assert {ids["second"], ids["near"]} == set(top[3:5])
+
+
+def test_index_scan_wasm_matches_js_scan_in_node():
+    """search.js's WebAssembly SIMD scan against its JS scan on random float16 indexes with ties,
+    near-ties one float16 step apart, subnormals and odd dimensions (web_demo/tests/scan_check.mjs)."""
+    if shutil.which("node") is None:
+        pytest.skip(f"node is not installed; install Node 20, then {ENABLE}")
+    v8 = subprocess.run(["node", "--v8-options"], capture_output=True, text=True, timeout=60).stdout
+    relaxed = ["--experimental-wasm-relaxed-simd"] if "experimental-wasm-relaxed-simd" in v8 else []
+    proc = subprocess.run(
+        ["node", *relaxed, str(WEB_DEMO / "tests" / "scan_check.mjs"), "--queries", "60"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=WEB_DEMO,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert [c["path"] for c in report["cases"]] == ["wasm-simd"] * 6, report["cases"]
+    kernels = {c["kernel"] for c in report["cases"]}
+    assert kernels == ({"mul-add", "relaxed-madd"} if report["relaxedSimd"] else {"mul-add"}), report["cases"]
+    assert report["mismatches"] == []
+    # float32 sums alone would have ordered some of these differently: the rescoring is what keeps them exact
+    assert report["rawOrderDiffers"] > 0
+    assert report["bigQuery"] == {"lastPath": "js", "same": True}  # a query the scaled scan refuses
+    assert report["nonFinite"] == {"path": "js", "note": "the index has a non-finite value (row 5)"}
 
 
 def test_page_runs_webgpu_and_falls_back_to_wasm(pipeline):

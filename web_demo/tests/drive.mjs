@@ -2,10 +2,12 @@
 //
 //   node web_demo/tests/drive.mjs URL [--golden I]... [--upload FILE]... [--bench RUNS] [--gallery-text T]... [--screenshot PNG]
 //                                [--open-folder DIR]...
-//                                [--chromium PATH] [--timeout MS] [--webgpu]
+//                                [--chromium PATH] [--timeout MS] [--webgpu] [--no-wasm-simd]
 //
 // --webgpu launches Chromium with WebGPU enabled (headless, that is SwiftShader's software
 // adapter: the page needs ?ep=webgpu to use it); without it the GPU is disabled.
+// --no-wasm-simd makes the page's index scan module fail WebAssembly.validate, as in a browser
+// without WebAssembly SIMD (onnxruntime-web itself still runs: it needs SIMD).
 //
 // Waits until window.ammkd.state is ready or has an error, then runs the actions in order.
 
@@ -17,10 +19,15 @@ const actions = [];
 let executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
 let timeout = 90000;
 let launchArgs = ["--no-sandbox", "--disable-gpu"];
+let noWasmSimd = false;
 while (args.length) {
   const flag = args.shift();
   if (flag === "--webgpu") {
     launchArgs = ["--no-sandbox", "--enable-unsafe-webgpu"];
+    continue;
+  }
+  if (flag === "--no-wasm-simd") {
+    noWasmSimd = true;
     continue;
   }
   const value = args.shift();
@@ -41,6 +48,18 @@ try {
   const page = await browser.newPage({ viewport: { width: 900, height: 640 } });
   page.on("console", (m) => result.console.push(`${m.type()}: ${m.text()}`));
   page.on("pageerror", (e) => result.pageErrors.push(String(e)));
+  if (noWasmSimd) {
+    await page.addInitScript(() => {
+      // the scan module is the one that exports "scan": refuse it, as an engine without SIMD would
+      const validate = WebAssembly.validate;
+      const name = [4, 0x73, 0x63, 0x61, 0x6e]; // "scan", length-prefixed
+      WebAssembly.validate = (bytes, ...rest) => {
+        const b = new Uint8Array(bytes.buffer || bytes, bytes.byteOffset || 0, bytes.byteLength);
+        for (let i = 0; i + name.length <= b.length; i++) if (name.every((v, j) => b[i + j] === v)) return false;
+        return validate.call(WebAssembly, bytes, ...rest);
+      };
+    });
+  }
   const t0 = Date.now();
   await page.goto(url);
   await page.waitForFunction(() => window.ammkd && (window.ammkd.state.ready || window.ammkd.state.error), null, {
@@ -49,6 +68,7 @@ try {
   result.loadMs = Date.now() - t0;
   result.state = await page.evaluate(() => ({ ...window.ammkd.state }));
   result.statusText = await page.textContent("#status");
+  result.bundleInfo = await page.textContent("#bundle-info");
   for (const a of actions) {
     const ready = await page.evaluate(() => window.ammkd.state.ready);
     if (!ready && !("screenshot" in a) && !("openFolder" in a)) continue; // a refused bundle: nothing to run
