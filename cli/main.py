@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ammkd.common.errors import AmmkdError
@@ -27,12 +28,12 @@ err = Console(stderr=True)
 
 def _metrics_table(title: str, rows: dict[str, dict]) -> Table:
     keys = ["i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10", "mean_recall"]
-    table = Table(title=title)
+    table = Table(title=escape(title))
     table.add_column("model")
     for k in keys:
         table.add_column(k, justify="right")
     for name, m in rows.items():
-        table.add_row(name, *[f"{m[k]:.1f}" for k in keys])
+        table.add_row(escape(name), *[f"{m[k]:.1f}" for k in keys])
     return table
 
 
@@ -88,7 +89,9 @@ def teachers_train(
     train_teacher(cfg, out_dir, resume=resume, overwrite=overwrite)
     metrics = evaluate(str(out_dir), cfg.data, skip_bad=cfg.skip_bad)
     out.print(_metrics_table(f"teacher {cfg.model} on {cfg.data} (val)", {str(out_dir): metrics}))
-    out.print(f"teacher written to [bold]{out_dir}[/bold] (learning curve: {out_dir / 'learning_curve.png'})")
+    out.print(
+        f"teacher written to [bold]{escape(str(out_dir))}[/bold] (learning curve: {out_dir / 'learning_curve.png'})"
+    )
 
 
 @app.command()
@@ -145,7 +148,7 @@ def distill(
         return
     metrics = evaluate(str(out_dir), cfg.data, skip_bad=cfg.skip_bad)
     out.print(_metrics_table(f"student ({cfg.weighting}) on {cfg.data} (val)", {str(out_dir): metrics}))
-    out.print(f"student written to [bold]{out_dir}[/bold]")
+    out.print(f"student written to [bold]{escape(str(out_dir))}[/bold]")
 
 
 @app.command("eval")
@@ -186,7 +189,8 @@ def export(
     executorch_delegate: Optional[str] = typer.Option(
         None, help="ExecuTorch delegate: xnnpack (CPU, Android and iOS) or coreml (iOS/macOS; fp16)."
     ),
-    allow_degraded: bool = typer.Option(False, help="Keep artifacts that miss the parity bounds."),
+    allow_degraded: bool = typer.Option(False, help="Keep artifacts that miss the parity bounds (default: left out)."),
+    strict: bool = typer.Option(False, help="Fail if any artifact misses the parity bounds (default: left out)."),
     overwrite: bool = typer.Option(False, help="Replace a bundle of another model at --out."),
     config: Optional[Path] = typer.Option(None, help="YAML/TOML/JSON ExportConfig; options override it."),
 ):
@@ -207,11 +211,12 @@ def export(
         coreml_min_target=coreml_min_target,
         executorch_delegate=executorch_delegate,
         allow_degraded=allow_degraded or None,
+        strict=strict or None,
         overwrite=overwrite or None,
     )
     export_bundle(model, out_dir, cfg)
     manifest = BundleReader.open(out_dir).manifest
-    table = Table(title=f"bundle {out_dir}")
+    table = Table(title=escape(f"bundle {out_dir}"))
     for col in ("target", "weights", "path", "MB", "cosine min", "top-1 agreement", "export s"):
         table.add_column(col)
     for t in manifest["targets"]:
@@ -232,7 +237,12 @@ def export(
         f"index: {manifest['index']['count']} texts x {manifest['index']['dim']} (fp16)"
     )
     for miss in manifest.get("parity_misses", []):
-        out.print(f"[yellow]kept despite missing its parity bound (--allow-degraded):[/yellow] {miss.strip()}")
+        out.print(f"[yellow]kept despite missing its parity bound (--allow-degraded):[/yellow] {escape(miss.strip())}")
+    for left in manifest.get("left_out", []):
+        for miss in left["misses"]:
+            out.print(f"[yellow]left out, missed its parity bound:[/yellow] {escape(miss)}")
+    if manifest.get("left_out"):
+        out.print("(--allow-degraded keeps such artifacts, --strict makes a miss fail the export)")
 
 
 @app.command()
@@ -274,12 +284,12 @@ def search(
             )
         )
         return
-    table = Table(title=f"top {k} for {image}")
+    table = Table(title=escape(f"top {k} for {image}"))
     table.add_column("#", justify="right")
     table.add_column("score", justify="right")
     table.add_column("text")
     for rank, h in enumerate(hits, 1):
-        table.add_row(str(rank), f"{h.score:.3f}", h.text)
+        table.add_row(str(rank), f"{h.score:.3f}", escape(h.text))
     out.print(table)
     t = r.timings_ms
     out.print(
@@ -309,17 +319,17 @@ def _search_gallery(r, gallery: Path, text: str, k: int, rebuild: bool, as_json:
         )
         return
     for s in update.skipped:
-        err.print(f"[yellow]skipped[/yellow] {s['path']}: {s['reason']}", highlight=False)
+        err.print(f"[yellow]skipped[/yellow] {escape(s['path'])}: {escape(s['reason'])}", highlight=False)
     out.print(
         f"gallery: {len(update.gallery.images)} photos ({update.added} new, {len(update.skipped)} skipped) "
         f"in {update.gallery.folder}"
     )
-    table = Table(title=f"top {k} photos for {r.texts[tid]!r}")
+    table = Table(title=escape(f"top {k} photos for {r.texts[tid]!r}"))
     table.add_column("#", justify="right")
     table.add_column("score", justify="right")
     table.add_column("photo")
     for rank, (p, s) in enumerate(hits, 1):
-        table.add_row(str(rank), f"{s:.3f}", p)
+        table.add_row(str(rank), f"{s:.3f}", escape(str(p)))
     out.print(table)
 
 
@@ -339,9 +349,12 @@ def verify(
         bad = [f for f in report["files"] if not f["ok"]]
         out.print(f"files: {len(report['files']) - len(bad)} of {len(report['files'])} listed files intact")
         for f in bad:
-            out.print(f"[red]FAILED[/red] {f['reason']}")
+            out.print(f"[red]FAILED[/red] {escape(f['reason'])}")
         for p in report["preprocess"]:
-            out.print(f"preprocess {p['image']}: max |diff| {p['max_abs_diff']:.2e} {'ok' if p['ok'] else 'FAILED'}")
+            out.print(
+                f"preprocess {escape(str(p['image']))}: max |diff| {p['max_abs_diff']:.2e} "
+                + ("ok" if p["ok"] else "FAILED")
+            )
         table = Table(title=f"{report['golden']} golden inputs per target")
         for col in ("target", "dtype", "status", "cosine min", "bound", "top-1 agreement", "note"):
             table.add_column(col)
@@ -396,7 +409,7 @@ def bench(
         from ammkd.mobile_runtime.phone_bench import emit_phone_scripts as emit
 
         folder = emit(bundle, emit_phone_scripts, runs=runs)
-        out.print(f"phone benchmark scripts in [bold]{folder}[/bold]; see {folder / 'README.md'}")
+        out.print(f"phone benchmark scripts in [bold]{escape(str(folder))}[/bold]; see {folder / 'README.md'}")
         return
     from ammkd.mobile_runtime.bench import bench_bundle
 
@@ -422,12 +435,12 @@ def _exit_if_a_target_failed(rows: list[dict]) -> None:
 
 
 def _print_bench_rows(title: str, rows: list[dict]) -> None:
-    table = Table(title=title)
+    table = Table(title=escape(title))
     for col in ("target", "threads", "load ms", "median ms", "p90 ms", "min ms", "max ms", "images/s", "peak MB"):
         table.add_column(col, justify="left" if col == "target" else "right")
     for t in rows:
         if t["status"] != "ok":
-            table.add_row(t["target"], f"{t['status']}: {t['reason']}", *[""] * 7)
+            table.add_row(t["target"], escape(f"{t['status']}: {t['reason']}"), *[""] * 7)
             continue
         lat = t["latency"]
         ips = f"{t['throughput_ips']:.0f} (batch {t['throughput_batch']})" if "throughput_ips" in t else ""
@@ -482,7 +495,11 @@ def main() -> None:
     try:
         app()
     except AmmkdError as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except OSError as e:  # the machine refused (read-only folder, disk full, a file where a folder goes)
+        where = f"{e.filename}: " if e.filename else ""
+        err.print(f"[red]error:[/red] {escape(where + (e.strerror or str(e)))}", highlight=False, soft_wrap=True)
         sys.exit(1)
 
 

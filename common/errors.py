@@ -23,3 +23,13 @@ class BundleError(AmmkdError):
 
 class ExportError(AmmkdError):
     """A conversion failed or missed its parity bound."""
+
+
+class OutputError(AmmkdError):
+    """An output cannot be written: a read-only or missing folder, no permission, a full disk."""
+
+
+def write_failure(path, e: BaseException) -> OutputError:
+    """One line for a failed write of `path`: the OS's reason (No space left on device, ...)."""
+    reason = getattr(e, "strerror", None) or str(e).removeprefix("Error while serializing: ")
+    return OutputError(f"{path}: cannot be written ({reason}); nothing was half-written")

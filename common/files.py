@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from ammkd.common.errors import write_failure
+
 STALE_UNOWNED_S = 3600  # a temporary without an owner PID (older versions) counts as stale after this
 
 
@@ -72,9 +74,12 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     readers never see a partial file, even after a power cut. A killed writer's leftovers for
     `path` are removed first (remove_stale_temps)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(path.parent, path.name)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path.name), suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path.parent, path.name)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path.name), suffix=".tmp")
+    except OSError as e:
+        raise write_failure(path, e) from None
     os.close(fd)
     try:
         write(Path(tmp))
@@ -85,10 +90,17 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) or _is_io_failure(e):
+            raise write_failure(path, e) from None
         raise
     return path
+
+
+def _is_io_failure(e: BaseException) -> bool:
+    """Writers that wrap the OS error in their own type (safetensors: SafetensorError)."""
+    return type(e).__name__ == "SafetensorError" and ("I/O error" in str(e) or "os error" in str(e))
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -120,9 +132,12 @@ def sha256_text(*parts: str) -> str:
 
 def append_jsonl(path: str | Path, record: dict) -> None:
     """Append one JSON line and flush it (metrics logs survive a crash up to the last step)."""
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+    except OSError as e:
+        raise write_failure(path, e) from None
 
 
 def atomic_save_npy(path: str | Path, array) -> Path:

@@ -37,7 +37,7 @@ from ammkd.export.onnx_export import (
     mobile_usability,
     quantize_onnx,
 )
-from ammkd.export.parity import gate, parity
+from ammkd.export.parity import gate_failure, gate_misses, parity
 from ammkd.mobile_runtime.backends import OnnxImageEncoder, why_not_runnable_here
 from ammkd.mobile_runtime.gallery import GALLERY_DIR, GALLERY_MANIFEST, encoder_id
 from ammkd.mobile_runtime.preprocess import to_uint8_chw, uint8_to_input
@@ -75,7 +75,10 @@ class ExportConfig:
     min_top1_agreement: float = 0.95
     golden: int = 2
     topk: int = 5
+    # the parity gate's policy: an artifact that misses a bound is left out of the bundle (listed
+    # in the manifest's `left_out` with its figures); `allow_degraded` keeps it, `strict` fails
     allow_degraded: bool = False
+    strict: bool = False
     overwrite: bool = False  # replace a bundle of another model at the destination
 
     def targets(self) -> list[str]:
@@ -115,6 +118,8 @@ class ExportConfig:
                 raise ConfigError(f"export: unknown quantization {q!r}; use one of {list(QUANTIZATIONS)}")
         if min(self.parity_images, self.golden, self.topk, self.calibration_images, self.probe_images) < 1:
             raise ConfigError("export: parity_images, golden, topk, calibration_images and probe_images must be >= 1")
+        if self.allow_degraded and self.strict:
+            raise ConfigError("export: allow_degraded keeps what misses the parity gate, strict fails on it: pick one")
         if self.int8_float_convs is not None and self.int8_float_convs < 0:
             raise ConfigError(
                 f"export: int8_float_convs must be >= 0 (or unset: searched); got {self.int8_float_convs}"
@@ -281,6 +286,33 @@ def _embed(fmt: str, path: Path, x: np.ndarray, u8: np.ndarray, quant: str) -> t
     return mil_reference_predict(path, u8), "mil-reference (the saved MIL program evaluated in PyTorch)"
 
 
+def _apply_gate(tmp: Path, targets: list[dict], results: dict, cfg: ExportConfig) -> tuple[list[dict], list, list]:
+    """The parity gate's policy (ExportConfig). Returns the targets the bundle keeps, the
+    manifest's `parity_misses` (lines; kept artifacts that miss, with allow_degraded) and its
+    `left_out` (artifacts that missed, removed from `tmp`, with their figures)."""
+    missed = gate_misses(results, cfg.min_top1_agreement, cfg.min_cosine)
+    if not missed:
+        return targets, [], []
+    if cfg.strict:
+        raise gate_failure(missed, "--strict fails on any miss (without it, misses are left out of the bundle)")
+    if cfg.allow_degraded:
+        return targets, [f"  {line}" for lines in missed.values() for line in lines], []
+    kept, left_out = [], []
+    for t in targets:
+        name = f"{t['format']}/{t['quantization']}"
+        if name not in missed:
+            kept.append(t)
+            continue
+        rel = (t.get("file") or t["package"])["path"]
+        shutil.rmtree(tmp / rel) if (tmp / rel).is_dir() else (tmp / rel).unlink()
+        left_out.append(
+            {"target": name, "path": rel, "dtype": t["dtype"], "misses": missed[name], "parity": t["parity"]}
+        )
+    if not kept:
+        raise gate_failure(missed, "every artifact missed, nothing to ship (--allow-degraded keeps them anyway)")
+    return kept, [], left_out
+
+
 def _entries(tmp: Path, rel: str) -> dict:
     """A target's files: {"file": entry} for a file, {"package": {...}} for a folder (.mlpackage)."""
     p = tmp / rel
@@ -362,7 +394,7 @@ def export_bundle(
                 targets.append(entry)
         for stray in tmp.glob(".fp32-for-quantization.onnx"):
             stray.unlink()
-        misses = gate(results, cfg.min_top1_agreement, cfg.min_cosine, cfg.allow_degraded)
+        targets, misses, left_out = _apply_gate(tmp, targets, results, cfg)
 
         golden = []
         (tmp / "golden").mkdir()
@@ -393,6 +425,7 @@ def export_bundle(
             "output": {"name": OUTPUT_NAME, "dim": student.arch.embed_dim, "normalized": True, "dtype": "float32"},
             "targets": targets,
             "parity_misses": misses,
+            "left_out": left_out,
             "index": {
                 "count": len(texts),
                 "dim": int(index.shape[1]),

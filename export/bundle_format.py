@@ -8,6 +8,7 @@ This module imports neither torch nor onnx: the runtime and the apps' test tools
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -129,6 +130,13 @@ def write_manifest(bundle_dir: Path, manifest: dict) -> Path:
     return atomic_write_json(Path(bundle_dir) / MANIFEST, manifest)
 
 
+def _reason(e: BaseException) -> str:
+    """An OS error in words: 'Permission denied', 'symlink loop', ..."""
+    if isinstance(e, RuntimeError) or getattr(e, "errno", None) == errno.ELOOP:
+        return "symlink loop"
+    return getattr(e, "strerror", None) or str(e)
+
+
 @dataclass
 class BundleReader:
     """Reads a bundle folder; every file is hash-checked before its bytes are used."""
@@ -169,7 +177,10 @@ class BundleReader:
 
     def _resolve(self, entry: dict) -> Path:
         rel = entry["path"]
-        p = (self.root / rel).resolve()
+        try:
+            p = (self.root / rel).resolve()
+        except (RuntimeError, OSError) as e:  # RuntimeError: a symlink loop (Python < 3.13)
+            raise BundleError(f"{self.root / rel}: cannot be resolved ({_reason(e)})") from None
         if self.root.resolve() not in p.parents:
             raise BundleError(f"{self.root / MANIFEST}: file path {rel!r} points outside the bundle")
         if not p.is_file():
@@ -190,11 +201,15 @@ class BundleReader:
         """A file's path and bytes, its size checked against the manifest before it is read (a
         file bigger than the manifest says is never loaded), then its SHA-256."""
         p = self._resolve(entry)
-        size = p.stat().st_size
-        if size != entry["bytes"]:
-            where = self.root / entry["path"]
-            raise BundleError(f"{where}: size {size} bytes, manifest says {entry['bytes']} (truncated or replaced)")
-        return p, self._verify(entry, p.read_bytes())
+        where = self.root / entry["path"]
+        try:
+            size = p.stat().st_size
+            if size != entry["bytes"]:
+                raise BundleError(f"{where}: size {size} bytes, manifest says {entry['bytes']} (truncated or replaced)")
+            data = p.read_bytes()
+        except OSError as e:
+            raise BundleError(f"{where}: cannot be read ({_reason(e)})") from None
+        return p, self._verify(entry, data)
 
     def read_bytes(self, entry: dict) -> bytes:
         """A file's bytes, read once and checked (size, SHA-256) before they are returned."""

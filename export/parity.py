@@ -51,22 +51,28 @@ def parity(
     return out
 
 
-def gate(results: dict[str, tuple[str, dict]], min_top1: float, min_cosine: float | None, allow: bool) -> list[str]:
-    """results: artifact name -> (weight dtype, parity). Returns the misses; raises ExportError
-    with a table of them unless `allow`. `min_cosine` overrides the per-dtype bound."""
-    missed = []
+def gate_misses(
+    results: dict[str, tuple[str, dict]], min_top1: float, min_cosine: float | None
+) -> dict[str, list[str]]:
+    """results: artifact name -> (weight dtype, parity). Returns artifact name -> its misses
+    (one line each), for the artifacts that miss a bound; `min_cosine` overrides the per-dtype
+    bound. Artifacts without figures (not measurable on this host) are not judged."""
+    missed: dict[str, list[str]] = {}
     for name, (dtype, p) in results.items():
-        if "cosine_min" not in p:  # not measurable on this host (e.g. Core ML off macOS)
+        if "cosine_min" not in p:
             continue
         bound = min_cosine if min_cosine is not None else min_cosine_for(dtype)
+        lines = []
         if p["cosine_min"] < bound:
-            missed.append(f"  {name:<28} cosine_min      {p['cosine_min']:.6f} < {bound}")
+            lines.append(f"{name:<28} cosine_min      {p['cosine_min']:.6f} < {bound}")
         if p["top1_agreement"] < min_top1:
-            missed.append(f"  {name:<28} top1_agreement  {p['top1_agreement']:.3f} < {min_top1}")
-    if missed and not allow:
-        raise ExportError(
-            "parity gate failed (exported vs PyTorch on held-out images):\n"
-            + "\n".join(missed)
-            + "\nre-export with --allow-degraded to keep these artifacts anyway"
-        )
+            lines.append(f"{name:<28} top1_agreement  {p['top1_agreement']:.3f} < {min_top1}")
+        if lines:
+            missed[name] = lines
     return missed
+
+
+def gate_failure(missed: dict[str, list[str]], why: str) -> ExportError:
+    """The error of a gate that stops the export: `why`, then a table of every miss."""
+    lines = [f"  {line}" for name in missed for line in missed[name]]
+    return ExportError(f"parity gate failed (exported vs PyTorch on held-out images): {why}\n" + "\n".join(lines))

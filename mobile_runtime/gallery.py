@@ -38,6 +38,8 @@ GALLERY_DIR = "gallery"
 GALLERY_MANIFEST = "gallery.json"
 EMBEDDINGS = "embeddings.f32.bin"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+ENCODER_KEYS = ("format", "quantization", "sha256")
+MAX_DIM = 65536  # as the bundle manifest's output.dim
 BATCH = 64  # images embedded, appended and recorded at a time (what an interruption can lose)
 
 
@@ -117,8 +119,19 @@ def check_gallery_manifest(manifest, mpath: Path) -> None:
     unsafe = next((n for n in images if not is_safe_relative(n)), None)
     if unsafe is not None:
         raise bad(f"image {unsafe!r} is not a relative path inside the photo folder")
+    encoder, skipped, dim = manifest.get("encoder"), manifest.get("skipped"), manifest.get("dim")
+    if not isinstance(encoder, dict) or not all(isinstance(encoder.get(k), str) for k in ENCODER_KEYS):
+        raise bad(f"'encoder' is missing or not an object with string {', '.join(ENCODER_KEYS)}")
+    if not isinstance(skipped, list) or not all(
+        isinstance(s, dict) and isinstance(s.get("path"), str) and isinstance(s.get("reason"), str) for s in skipped
+    ):
+        raise bad("'skipped' is missing or not a list of {path, reason}")
+    if not isinstance(dim, int) or isinstance(dim, bool) or not 1 <= dim <= MAX_DIM:
+        raise bad(f"'dim' is not an integer in [1, {MAX_DIM}]")
     if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
         raise bad("'embeddings' is missing or has no 'sha256'")
+    if entry.get("path") != f"{GALLERY_DIR}/{EMBEDDINGS}" or entry.get("dtype") != "float32":
+        raise bad(f"'embeddings' must be {GALLERY_DIR}/{EMBEDDINGS}, float32")
     size, shape = entry.get("bytes"), entry.get("shape")
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise bad("'embeddings.bytes' is not a non-negative integer")
@@ -126,6 +139,8 @@ def check_gallery_manifest(manifest, mpath: Path) -> None:
         raise bad("'embeddings.shape' is not [rows, dim]")
     if shape[0] * shape[1] * 4 != size:
         raise bad(f"'embeddings' says {size} bytes for shape {shape} float32")
+    if shape[1] != dim or shape[0] != len(images):
+        raise bad(f"'embeddings.shape' {shape} does not fit {len(images)} images of dim {dim}")
 
 
 def open_gallery(bundle_root: str | Path) -> Gallery | None:

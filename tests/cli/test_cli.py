@@ -120,3 +120,10 @@ def test_teachers_train_skip_bad_and_accumulation_from_the_command_line(tmp_path
     assert json.loads((tmp_path / "t" / "skipped.json").read_text())["count"] == 1
     assert json.loads((tmp_path / "t" / "config.json").read_text())["accum_steps"] == 2
     assert (tmp_path / "t" / "learning_curve.png").is_file() and "learning curve" in proc.stdout
+
+
+def test_error_lines_keep_brackets_in_paths(tmp_path):
+    """A path such as `photos[1]` is printed as it is, not read as console markup."""
+    missing = tmp_path / "bundle[bold]2025[/bold]"
+    proc = run("search", "--bundle", str(missing), "--image", str(tmp_path / "x.jpg"))
+    assert_user_error(proc, "bundle[bold]2025[/bold]")

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from ammkd.common.files import atomic_write_json, remove_stale_temps, temp_prefix
 
 
@@ -45,3 +47,39 @@ def test_killed_exports_leave_nothing_for_the_next_one(tmp_path):
     removed = remove_stale_temps(tmp_path, "bundle")
     assert sorted(p.name for p in removed) == sorted([f".bundle.{dead}.abcd", f".bundle.old-{dead}"])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["bundle", f".bundle.{os.getpid()}.live"])
+
+
+def test_a_full_disk_is_one_clear_error_and_keeps_the_old_file(tmp_path):
+    """Issue 20 item 12: a write the disk refuses (here ENOSPC, also as safetensors wraps it)
+    names the file and the reason, leaves no temporary, and the previous version stays."""
+    import errno
+
+    from ammkd.common.errors import OutputError
+    from ammkd.common.files import atomic_write, atomic_write_bytes
+
+    target = tmp_path / "weights.safetensors"
+    atomic_write_bytes(target, b"good")
+
+    def full(tmp):
+        tmp.write_bytes(b"half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    class SafetensorError(Exception):  # the type safetensors' Rust writer raises
+        pass
+
+    def wrapped(tmp):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    for write in (full, wrapped):
+        with pytest.raises(OutputError, match=r"weights\.safetensors: cannot be written \(.*No space left on device"):
+            atomic_write(target, write)
+        assert target.read_bytes() == b"good" and sorted(p.name for p in tmp_path.iterdir()) == [target.name]
+
+
+def test_an_output_where_a_folder_cannot_be_made_is_one_line(tmp_path):
+    from conftest import assert_user_error, run_cli
+
+    (tmp_path / "a-file").write_text("")
+    out = tmp_path / "a-file" / "teacher"
+    proc = run_cli("teachers", "train", "--preset", "ammkd-tiny-rn", "--data", "synthetic:300", "--out", str(out))
+    assert_user_error(proc, str(out), "Not a directory")

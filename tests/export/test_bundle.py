@@ -1,11 +1,12 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import TINY_DATA
 
-from ammkd.common.errors import ExportError
+from ammkd.common.errors import ConfigError, ExportError
 from ammkd.distill.data import image_tensor, load_split
 from ammkd.distill.train import load_student
 from ammkd.export.bundle import ExportConfig, export_bundle
@@ -59,11 +60,80 @@ def test_golden_pairs_reproduce_through_the_runtime(pipeline):
 
 def test_parity_gate_failure_leaves_no_bundle(pipeline, tmp_path):
     out = tmp_path / "strict"
-    with pytest.raises(ExportError, match="parity gate failed"):
-        export_bundle(pipeline["student"], out, ExportConfig(min_cosine=1.5, parity_images=4))
-    assert not out.exists() and not list(tmp_path.glob(".strict*"))
+    for cfg, why in (({}, "every artifact missed"), ({"strict": True}, "--strict")):
+        with pytest.raises(ExportError, match=f"parity gate failed.*{why}"):
+            export_bundle(pipeline["student"], out, ExportConfig(min_cosine=1.5, parity_images=4, **cfg))
+        assert not out.exists() and not list(tmp_path.glob(".strict*"))
     export_bundle(pipeline["student"], out, ExportConfig(min_cosine=1.5, parity_images=4, allow_degraded=True))
-    assert json.loads((out / "manifest.json").read_text())["targets"][0]["parity"]["images"] == 4
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["targets"][0]["parity"]["images"] == 4 and "cosine_min" in manifest["parity_misses"][0]
+    with pytest.raises(ConfigError, match="pick one"):
+        ExportConfig(allow_degraded=True, strict=True).plan()
+
+
+def _target(tmp_path, fmt, quant, cosine):
+    (tmp_path / f"{fmt}.{quant}").write_bytes(b"x")
+    parity = {"cosine_min": cosine, "top1_agreement": 1.0}
+    entry = {"format": fmt, "quantization": quant, "dtype": "int8", "file": {"path": f"{fmt}.{quant}"}}
+    return entry | {"parity": parity}
+
+
+def test_the_gate_leaves_out_what_misses_keeps_it_with_allow_degraded_and_fails_with_strict(tmp_path):
+    """Issue 20 item 14: by default a miss is left out (its file removed, its figures listed)."""
+    from ammkd.export.bundle import _apply_gate
+
+    targets = [_target(tmp_path, "onnx", "none", 0.9999), _target(tmp_path, "onnx", "int8", 0.5)]
+    results = {f"{t['format']}/{t['quantization']}": (t["dtype"], t["parity"]) for t in targets}
+    kept, misses, left_out = _apply_gate(tmp_path, targets, results, ExportConfig())
+    assert [t["quantization"] for t in kept] == ["none"] and misses == []
+    assert left_out == [
+        {
+            "target": "onnx/int8",
+            "path": "onnx.int8",
+            "dtype": "int8",
+            "misses": [left_out[0]["misses"][0]],
+            "parity": targets[1]["parity"],
+        }
+    ]
+    assert "cosine_min" in left_out[0]["misses"][0] and "0.98" in left_out[0]["misses"][0]
+    assert (tmp_path / "onnx.none").exists() and not (tmp_path / "onnx.int8").exists()
+    targets[1] = _target(tmp_path, "onnx", "int8", 0.5)
+    kept, misses, left_out = _apply_gate(tmp_path, targets, results, ExportConfig(allow_degraded=True))
+    assert kept == targets and left_out == [] and "onnx/int8" in misses[0]
+    with pytest.raises(ExportError, match="--strict"):
+        _apply_gate(tmp_path, targets, results, ExportConfig(strict=True))
+    assert (tmp_path / "onnx.int8").exists()
+
+
+def test_the_readme_export_command_runs_as_written(pipeline, tmp_path):
+    """Issue 20 item 14: the README's export command, with only --model and --out pointed at
+    the test's student, exits 0; what misses the gate (here a strict cosine bound, so int8
+    misses) is left out and listed, and the bundle it leaves verifies."""
+    import re
+    import shlex
+
+    from conftest import run_cli
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    line = next(ln for ln in readme.splitlines() if ln.startswith("uv run ammkd export --model runs/s "))
+    args = [a for a in shlex.split(line.rstrip("\\"))[3:] if a != "\\"]
+    args[args.index("--model") + 1] = str(pipeline["student"])
+    args[args.index("--out") + 1] = str(tmp_path / "bundle")
+    assert re.search(r"--target all --quantize none,int8", line), line
+    config = tmp_path / "export.yaml"
+    config.write_text("parity_images: 8\ncalibration_images: 16\nprobe_images: 16\nmin_cosine: 0.99999\n")
+    proc = run_cli(*args, "--config", str(config))
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    shipped = {f"{t['format']}/{t['quantization']}" for t in manifest["targets"]}
+    assert "onnx/none" in shipped and manifest["parity_misses"] == []
+    for left in manifest["left_out"]:
+        assert left["target"] not in shipped and left["misses"]
+        said = " ".join(f"left out, missed its parity bound: {left['misses'][0]}".split())
+        assert said in " ".join(proc.stdout.split()), proc.stdout
+        assert not (tmp_path / "bundle" / left["path"]).exists()
+    assert manifest["left_out"], "a cosine bound of 0.99999 leaves static int8 out"
+    assert run_cli("verify", "--bundle", str(tmp_path / "bundle")).returncode == 0
 
 
 def test_export_never_destroys_what_is_not_a_bundle(pipeline, tmp_path):

@@ -117,3 +117,14 @@ def test_a_file_bigger_than_the_manifest_says_is_refused_before_reading(bundle_c
         f.truncate(p.stat().st_size + (1 << 30))  # a sparse gigabyte: never read
     with pytest.raises(BundleError, match=r"texts.json: size \d+ bytes, manifest says \d+"):
         Retriever.open(bundle_copy)
+
+
+def test_a_symlink_loop_inside_the_bundle_is_one_clear_error(bundle_copy):
+    """Issue 20 item 12: a listed file that is a symlink loop is a BundleError naming it."""
+    texts = bundle_copy / "index" / "texts.json"
+    texts.unlink()
+    (bundle_copy / "loop1").symlink_to("loop2")
+    (bundle_copy / "loop2").symlink_to("loop1")
+    texts.symlink_to("../loop1")
+    with pytest.raises(BundleError, match=r"texts\.json: cannot be resolved \(symlink loop\)"):
+        Retriever.open(bundle_copy)

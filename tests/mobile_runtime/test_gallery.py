@@ -140,3 +140,39 @@ def test_search_command_text_to_gallery(bundle, photos):
     assert all(-1 <= h["score"] <= 1 for h in got["hits"])
     assert_user_error(run_cli("search", "--bundle", b, "--gallery", g, "--text", "zzz qqq"), "Nearest known texts")
     assert_user_error(run_cli("search", "--bundle", b, "--text", caption), "--gallery DIR")
+
+
+def _valid_gallery_manifest(tmp_path) -> dict:
+    encoder = {"format": "onnx", "quantization": "none", "sha256": "0" * 64}
+    manifest = gallery_mod._empty_manifest(tmp_path, encoder, 4)
+    manifest["images"] = ["a.jpg", "b/c.png"]
+    manifest["embeddings"] |= {"shape": [2, 4], "bytes": 32}
+    gallery_mod.check_gallery_manifest(manifest, tmp_path / "gallery.json")  # valid as made
+    return manifest
+
+
+DAMAGE = {
+    "encoder a string": lambda m: m | {"encoder": "onnx"},
+    "encoder without sha256": lambda m: m | {"encoder": {"format": "onnx", "quantization": "none"}},
+    "skipped a dict": lambda m: m | {"skipped": {"a": 1}},
+    "skipped without reason": lambda m: m | {"skipped": [{"path": "x.jpg"}]},
+    "dim a string": lambda m: m | {"dim": "4"},
+    "dim negative": lambda m: m | {"dim": -4},
+    "dim huge": lambda m: m | {"dim": 10**9},
+    "embeddings elsewhere": lambda m: m | {"embeddings": m["embeddings"] | {"path": "/etc/passwd"}},
+    "embeddings not float32": lambda m: m | {"embeddings": m["embeddings"] | {"dtype": "float64"}},
+    "shape a string": lambda m: m | {"embeddings": m["embeddings"] | {"shape": "2x4"}},
+    "shape of another dim": lambda m: m | {"embeddings": m["embeddings"] | {"shape": [4, 2]}},
+    "more rows than images": lambda m: m | {"images": ["a.jpg"]},
+    "no images": lambda m: {k: v for k, v in m.items() if k != "images"},
+    "an image outside the folder": lambda m: m | {"images": ["../x.jpg", "b.jpg"]},
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGE))
+def test_every_field_of_a_damaged_gallery_manifest_is_one_clear_error(case, tmp_path):
+    """Issue 20 item 12: gallery.json with wrong types or missing keys is a BundleError naming
+    the file (the CLI's one line), never a TypeError or KeyError traceback later."""
+    manifest = DAMAGE[case](_valid_gallery_manifest(tmp_path))
+    with pytest.raises(BundleError, match=r"gallery\.json: .*delete the gallery folder"):
+        gallery_mod.check_gallery_manifest(manifest, tmp_path / "gallery.json")
