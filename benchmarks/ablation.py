@@ -21,7 +21,9 @@ import statistics
 import sys
 from pathlib import Path
 
-from ammkd.common.files import atomic_write, atomic_write_json
+from bench_util import write_results
+
+from ammkd.common.files import atomic_write
 from ammkd.distill.data import load_split, without_split
 from ammkd.distill.evaluate import evaluate_student, evaluate_teacher
 from ammkd.distill.schedule import read_log
@@ -165,9 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"Command: `{results['command']}`",
         "",
     ]
-    args.results.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.results / f"ablation_{args.preset}.json", results)
-    atomic_write(args.results / f"ablation_{args.preset}.md", lambda tmp: tmp.write_text("\n".join(md)))
+    write_results(args.results, f"ablation_{args.preset}", results, md, echo=False)
     if alpha_runs:
         _alpha_plot(alpha_runs, args.results / f"ablation_{args.preset}_alpha.png")
     return results

@@ -44,11 +44,10 @@ import xml.etree.ElementTree as ET  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
-from bench_util import cpu_model, relative  # noqa: E402
+from bench_util import cpu_model, relative, write_results  # noqa: E402
 from PIL import Image  # noqa: E402
 from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
 
-from ammkd.common.files import atomic_write, atomic_write_json  # noqa: E402
 from ammkd.mobile_runtime.latency import summarize_ms  # noqa: E402
 from ammkd.mobile_runtime.retriever import Retriever  # noqa: E402
 from ammkd.mobile_runtime.search import topk  # noqa: E402
@@ -368,10 +367,7 @@ def main(argv: list[str] | None = None) -> dict:
         "command": "uv run --frozen --no-sync python benchmarks/android_core.py " + " ".join(argv or sys.argv[1:]),
     }
     md = _markdown(results)
-    args.results.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.results / f"android_core_{args.name}.json", results)
-    atomic_write(args.results / f"android_core_{args.name}.md", lambda tmp: tmp.write_text("\n".join(md)))
-    print("\n".join(md))
+    write_results(args.results, f"android_core_{args.name}", results, md)
     return results
 
 

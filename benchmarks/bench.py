@@ -13,9 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench_util import cpu_model, relative
+from bench_util import cpu_model, relative, write_results
 
-from ammkd.common.files import atomic_write, atomic_write_json
 from ammkd.mobile_runtime.bench import bench_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,11 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
     r["bundle"] = relative(r["bundle"])
     r["machine"]["cpu_model"] = cpu_model()
     r["command"] = "uv run --frozen --no-sync python benchmarks/bench.py " + " ".join(argv or sys.argv[1:])
-    args.results.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.results / f"bench_{args.name}.json", r)
-    md = _markdown(r, args.name, args.warmup, args.runs)
-    atomic_write(args.results / f"bench_{args.name}.md", lambda tmp: tmp.write_text(md))
-    print(md)
+    write_results(args.results, f"bench_{args.name}", r, _markdown(r, args.name, args.warmup, args.runs))
     return r
 
 

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_util import write_results
 
-from ammkd.common.files import atomic_write, atomic_write_json
+from ammkd.common.files import atomic_write
 from ammkd.distill.evaluate import evaluate, evaluate_bundle
 from ammkd.distill.teachers import TeacherImageEncoder, load_teacher
 from ammkd.export.bundle import macs_per_image
@@ -186,11 +187,8 @@ def _write(args, rows: list[dict], argv) -> dict:
         )
         md.append("")
     md += [f"Machine: {results['machine']}", "", f"Command: `{results['command']}`", ""]
-    args.results.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.results / f"compare_{args.name}.json", results)
-    atomic_write(args.results / f"compare_{args.name}.md", lambda tmp: tmp.write_text("\n".join(md)))
+    write_results(args.results, f"compare_{args.name}", results, md)
     _pareto(rows, args.results / f"compare_{args.name}_pareto.png")
-    print("\n".join(md))
     return results
 
 

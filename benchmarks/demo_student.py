@@ -18,8 +18,9 @@ import platform
 import sys
 from pathlib import Path
 
+from bench_util import write_results
+
 from ammkd.cli.demo import PRESETS
-from ammkd.common.files import atomic_write, atomic_write_json
 from ammkd.distill.evaluate import evaluate
 from ammkd.distill.train import STUDENT_META, DistillConfig, distill
 
@@ -67,9 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "command": "uv run --frozen --no-sync python benchmarks/demo_student.py " + " ".join(sys.argv[1:]),
     }
-    args.results.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.results / "demo_student_recipes.json", result)
-    atomic_write(args.results / "demo_student_recipes.md", lambda p: p.write_text(_markdown(result)))
+    write_results(args.results, "demo_student_recipes", result, _markdown(result), echo=False)
     return result
 
 

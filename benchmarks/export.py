@@ -20,9 +20,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_util import relative
+from bench_util import relative, write_results
 
-from ammkd.common.files import atomic_write, atomic_write_json
 from ammkd.export.bundle import ExportConfig, export_bundle
 from ammkd.export.bundle_format import BundleReader
 from ammkd.mobile_runtime.backends import OnnxImageEncoder
@@ -146,10 +145,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"Command: `{results['command']}`",
         "",
     ]
-    args.results.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.results / f"export_{args.name}.json", results)
-    atomic_write(args.results / f"export_{args.name}.md", lambda tmp: tmp.write_text("\n".join(md)))
-    print("\n".join(md))
+    write_results(args.results, f"export_{args.name}", results, md)
     return results
 
 

@@ -31,9 +31,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_util import cpu_model, relative
+from bench_util import cpu_model, relative, write_results
 
-from ammkd.common.files import atomic_write, atomic_write_json
+from ammkd.common.files import atomic_write_json
 from ammkd.distill.curves import plot_learning_curve
 from ammkd.distill.data import load_split
 from ammkd.distill.evaluate import evaluate_student, evaluate_teacher
@@ -299,9 +299,7 @@ def main(argv: list[str] | None = None) -> dict:
     ):
         log = models[name]["folder"] / "metrics.jsonl"
         plot_learning_curve(log, args.results / f"flickr8k_{name}_curve.png", f"{name} on Flickr8k train")
-    atomic_write_json(args.results / "flickr8k.json", results)
-    atomic_write(args.results / "flickr8k.md", lambda tmp: tmp.write_text(_markdown(results)))
-    print(_markdown(results))
+    write_results(args.results, "flickr8k", results, _markdown(results))
     return results
 
 

@@ -31,10 +31,10 @@ from pathlib import Path  # noqa: E402
 
 import faiss  # noqa: E402
 import numpy as np  # noqa: E402
-from bench_util import cpu_model  # noqa: E402
+from bench_util import cpu_model, write_results  # noqa: E402
 from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
 
-from ammkd.common.files import atomic_write, atomic_write_json  # noqa: E402
+from ammkd.common.files import atomic_write  # noqa: E402
 from ammkd.mobile_runtime.index import ExactIndex, FaissIndex, FaissParams, recall_at_k  # noqa: E402
 from ammkd.mobile_runtime.latency import summarize_ms  # noqa: E402
 
@@ -362,12 +362,9 @@ def main(argv: list[str] | None = None) -> dict:
     }
     results["goals"] = _goals(results)
     md = _markdown(results)
-    args.results.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.results / f"{name}.json", results)
-    atomic_write(args.results / f"{name}.md", lambda tmp: tmp.write_text("\n".join(md)))
+    write_results(args.results, name, results, md)
     if approx_rows:
         _plot(results, args.results / f"{name}_scaling.png")
-    print("\n".join(md))
     return results
 
 

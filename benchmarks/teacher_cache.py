@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 import torch
+from bench_util import write_results
 
-from ammkd.common.files import atomic_write, atomic_write_json
 from ammkd.distill.data import image_tensor, load_split
 from ammkd.distill.schedule import read_log
 from ammkd.distill.teachers import load_teacher
@@ -116,10 +116,8 @@ def main(argv: list[str] | None = None) -> dict:
             "",
         ]
     )
-    args.results.mkdir(parents=True, exist_ok=True)
     stem = "teacher_cache" + (f"_{args.name}" if args.name else "")
-    atomic_write_json(args.results / f"{stem}.json", results)
-    atomic_write(args.results / f"{stem}.md", lambda tmp: tmp.write_text(md))
+    write_results(args.results, stem, results, md, echo=False)
     return results
 
 
