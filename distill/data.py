@@ -1,6 +1,6 @@
 """Image-caption datasets behind the DATA spec string, and their decoded image tensors.
 
-Specs (DESIGN.md): `synthetic[:N]`, `flickr8k:DIR[:split]`, `csv:FILE[:img_col:cap_col][:all]`,
+Specs (docs/design.md §2.1): `synthetic[:N]`, `flickr8k:DIR[:split]`, `csv:FILE[:img_col:cap_col][:all]`,
 `coco:CAPTIONS_JSON:IMAGES_DIR[:all]`, `karpathy:JSON:IMAGES_DIR[:split]`.
 A stage asks for a split ("train" or "val"); a split named in the spec overrides it, so
 `ammkd eval --data flickr8k:DIR:dev` evaluates on dev. Formats without splits (CSV, a COCO

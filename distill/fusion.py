@@ -3,7 +3,7 @@
 Modes (DistillConfig.fusion):
   concat            C_f = [C_1; ...; C_K] / sqrt(K), parameter-free. Rows stay unit-norm and a
                     cosine in the fused space is the mean of the teachers' cosines.
-  network           a trained FusionNetwork (DESIGN.md §3, after MCAD): a linear map of the
+  network           a trained FusionNetwork (docs/design.md §2.3, after MCAD): a linear map of the
                     concatenated text vectors gives C_f (any width D_f, e.g. narrower than the
                     concatenation: a smaller index and student head), a linear map of the
                     concatenated image features gives fused image features; both are trained

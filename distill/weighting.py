@@ -1,4 +1,4 @@
-"""Adaptive teacher weights: the min-norm point of the teachers' gradients (AE-KD, DESIGN.md §5).
+"""Adaptive teacher weights: the min-norm point of the teachers' gradients (AE-KD, docs/design.md §2.7).
 
 min_a || sum_k a_k g_k ||^2  subject to  sum_k a_k = 1,  0 <= a_k <= C (the tolerance cap).
 The gradients are taken w.r.t. the student's logits, flattened over the batch: (K, P).
