@@ -346,8 +346,6 @@ def distill(cfg: DistillConfig, out: str | Path, resume: bool = False, overwrite
     if not rk.is_main:  # rank 0 writes the outputs; the others wait for them
         rk.barrier()
         return out
-    student.eval()
-    train_seconds = time.time() - t0
 
     state = {k: v.detach().contiguous() for k, v in student.state_dict().items()}
     atomic_write(out / STUDENT_WEIGHTS, lambda tmp: save_file(state, str(tmp)))
