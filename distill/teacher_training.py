@@ -27,7 +27,7 @@ from ammkd.common.files import append_jsonl, atomic_write_json
 from ammkd.common.progress import progress
 from ammkd.distill.augment import Augment
 from ammkd.distill.curves import plot_learning_curve
-from ammkd.distill.data import ImageTextData, image_tensor, load_split
+from ammkd.distill.data import ImageTextData, image_tensor, load_split, without_split
 from ammkd.distill.distributed import ranks
 from ammkd.distill.evaluate import evaluate_teacher
 from ammkd.distill.frozen_prefix import bn_eval, freeze_prefix, prefix_batch
@@ -163,7 +163,7 @@ def _train_mode(teacher: Teacher) -> torch.nn.Module:
 
 def _load_val(cfg: TeacherConfig, teacher: Teacher, skipped: list[str]):
     try:
-        val = load_split(cfg.data, "val")
+        val = load_split(without_split(cfg.data), "val")  # held out even when cfg.data names :train
     except DataError:  # a dataset without a validation split: the curve shows loss only
         return None, None
     arr, val, bad = image_tensor(val, teacher.spec, skip_bad=cfg.skip_bad)

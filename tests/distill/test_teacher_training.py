@@ -158,3 +158,13 @@ def test_a_ranks_share_of_a_batch_gets_the_whole_batch_crops():
     whole = aug(imgs, 24, np.random.default_rng([3, 9]))
     part = aug(imgs[4:], 24, np.random.default_rng([3, 9]), within=(4, 8))  # rank 1 of 2
     assert torch.equal(whole[4:], part)
+
+
+def test_the_learning_curve_is_measured_on_held_out_images_when_the_data_names_train():
+    """A DATA spec that names its train split (flickr8k:DIR:train) still gets its curve from
+    the dataset's val split, never from the training images."""
+    from ammkd.distill.teacher_training import _load_val
+
+    teacher = load_teacher("ammkd-tiny-rn")
+    val, arr = _load_val(TeacherConfig(model="ammkd-tiny-rn", data="synthetic:300:train"), teacher, [])
+    assert val.split == "val" and len(arr) == len(val)
