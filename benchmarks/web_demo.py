@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import threading
@@ -91,6 +92,23 @@ def _python(bundle: Path, runs: int) -> dict:
     }
 
 
+def _without_note(argv: list[str]) -> list[str]:
+    """The command line with --note's text left out (it is printed above the table and kept as "note")."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            out.append("...")
+            skip = False
+        elif a == "--note":
+            out.append(a)
+            skip = True
+        elif a.startswith("--note="):
+            out.append("--note=...")
+        else:
+            out.append(a)
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bundle", type=Path, required=True)
@@ -127,7 +145,8 @@ def main(argv: list[str] | None = None) -> dict:
             "node": subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip(),
         },
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-        "command": "uv run --frozen --no-sync python benchmarks/web_demo.py " + " ".join(argv or sys.argv[1:]),
+        "command": "uv run --frozen --no-sync python benchmarks/web_demo.py "
+        + shlex.join(_without_note(argv or sys.argv[1:])),
     }
     py = python["encode_plus_search"]["median_ms"]
     kernel = next((p["scan_kernel"] for p in pages if p["scan"] == "wasm-simd"), "-")
