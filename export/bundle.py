@@ -40,7 +40,7 @@ from ammkd.export.onnx_export import (
 from ammkd.export.parity import gate_failure, gate_misses, parity
 from ammkd.mobile_runtime.backends import OnnxImageEncoder, why_not_runnable_here
 from ammkd.mobile_runtime.gallery import GALLERY_DIR, GALLERY_MANIFEST, encoder_id
-from ammkd.mobile_runtime.preprocess import to_uint8_chw, uint8_to_input
+from ammkd.mobile_runtime.preprocess import preprocess, to_rgb, to_uint8_chw, uint8_to_input
 from ammkd.mobile_runtime.search import topk
 
 TARGETS = ("onnx", "executorch", "coreml")
@@ -141,6 +141,68 @@ def _images(data_spec: str, split: str, n: int, spec: InputSpec, index_texts: li
         texts, per_image = data.texts()
         captions = [[ids[texts[j]] for j in per_image[i] if texts[j] in ids] for i in range(n)]
     return images, u8, captions
+
+
+GOLDEN_MAX_SIDE = 320  # px: a golden PNG's longer side at most (larger photos are downscaled)
+
+
+def golden_size(width: int, height: int, g: int, size: int, cap: int = GOLDEN_MAX_SIDE) -> tuple[int, int]:
+    """The size of golden image `g` made from a width x height photo, for input side `size`:
+    odd sides, landscape for even g and portrait for odd g (a near-square photo, or one of the
+    other orientation, is stretched 1.37 x 0.91 first), the longer side at most `cap`; among the
+    odd sizes nearest that, the first for which the manifest's geometry is what decides the
+    pixels: truncating the resized long side (torchvision) gives another size than rounding it,
+    and the crop margin is 3 mod 4, so round((NW - S) / 2) (torchvision) gives another offset
+    than floor((NW - S) / 2)."""
+    landscape = g % 2 == 0
+    long, short = float(max(width, height)), float(min(width, height))
+    if (width > height) != landscape or long < 1.2 * short:
+        long, short = long * 1.37, short * 0.91
+    f = min(1.0, cap / long)
+    long0, short0 = max(3, round(long * f)) | 1, max(1, round(short * f)) | 1  # odd, nearest above
+    long0 = min(long0, cap if cap % 2 else cap - 1)
+
+    def decides(n_long: int, n_short: int) -> bool:
+        exact = n_long * (size / n_short)  # the rule's binary64 arithmetic
+        nl = max(size, round(exact))
+        return nl != max(size, int(size * n_long / n_short)) and (nl - size) % 4 == 3
+
+    steps = sorted(
+        ((dl, ds) for dl in range(-20, 21, 2) for ds in range(-20, 21, 2)), key=lambda d: (abs(d[0]) + abs(d[1]), d)
+    )
+    for dl, ds in steps:
+        n_long, n_short = long0 + dl, short0 + ds
+        if 1 <= n_short < n_long <= cap and decides(n_long, n_short):
+            break
+    else:  # no such size near (a tiny input side): the nearest odd one
+        n_long, n_short = long0, min(short0, long0 - 2)
+    return (n_long, n_short) if landscape else (n_short, n_long)
+
+
+def golden_picks(images: list, n: int) -> list[int]:
+    """Which images become the n golden ones: golden g takes the first image not yet taken that
+    is clearly landscape (even g) or portrait (odd g), else the first not yet taken."""
+    free = list(range(len(images)))
+    picks = []
+    for g in range(min(n, len(images))):
+        fits = [
+            i
+            for i in free
+            if (images[i].width > 1.2 * images[i].height, images[i].height > 1.2 * images[i].width)[g % 2]
+        ]
+        picks.append((fits or free)[0])
+        free.remove(picks[-1])
+    return picks
+
+
+def golden_photo(img, g: int, size: int):
+    """Golden image g's PNG content: the photo in RGB at golden_size (resized with Pillow's
+    bicubic when that is not its size). Its preprocessing is the golden input."""
+    from PIL import Image
+
+    img = to_rgb(img)
+    w, h = golden_size(img.width, img.height, g, size)
+    return img if img.size == (w, h) else img.resize((w, h), Image.Resampling.BICUBIC)
 
 
 def _tools() -> dict:
@@ -396,16 +458,23 @@ def export_bundle(
             stray.unlink()
         targets, misses, left_out = _apply_gate(tmp, targets, results, cfg)
 
+        # Golden pairs: each PNG is a photo of odd, non-square size (golden_photo), so that every
+        # reader's preprocessing of it goes through the resize and the crop; its input tensor is
+        # the Python preprocessing of the PNG as written, its embedding PyTorch's of that tensor.
         golden = []
         (tmp / "golden").mkdir()
-        for g in range(min(cfg.golden, len(images))):
-            images[g].save(tmp / f"golden/image_{g}.png")
-            ids, scores = topk(torch_emb[g], index16, cfg.topk)
+        for g, i in enumerate(golden_picks(images, cfg.golden)):
+            png = tmp / f"golden/image_{g}.png"
+            golden_photo(images[i], g, spec.size).save(png)
+            gx = preprocess(png, spec)
+            with torch.no_grad():
+                g_emb = student(torch.from_numpy(gx)).numpy()[0]
+            ids, scores = topk(g_emb, index16, cfg.topk)
             golden.append(
                 {
                     "image": file_entry(tmp, f"golden/image_{g}.png").to_dict(),
-                    "input": write_array(tmp, f"golden/input_{g}.f32.bin", x[g : g + 1], "float32").to_dict(),
-                    "embedding": write_array(tmp, f"golden/embedding_{g}.f32.bin", torch_emb[g], "float32").to_dict(),
+                    "input": write_array(tmp, f"golden/input_{g}.f32.bin", gx, "float32").to_dict(),
+                    "embedding": write_array(tmp, f"golden/embedding_{g}.f32.bin", g_emb, "float32").to_dict(),
                     "topk_ids": ids.tolist(),
                     "topk_scores": [round(float(s), 6) for s in scores],
                 }

@@ -37,12 +37,26 @@ class InputSpec:
     `interpolation`, centre-cropped to `size`x`size`, scaled to `value_range` (uint8/255 for
     [0, 1]) and laid out NCHW float32. `mean`/`std` are applied inside the graph when
     `normalization_in_graph` is true (the default), otherwise by the caller.
+
+    The geometry, exactly (S = `size`, a W x H image; IEEE-754 binary64 arithmetic):
+    - an S x S image is used as it is;
+    - otherwise `scale = S / min(W, H)`, then `NW = max(S, rhe(W * scale))` and
+      `NH = max(S, rhe(H * scale))`, where rhe rounds to the nearest integer with ties to even
+      (`resize_rounding = "half_even"`: Python's round(), Java's Math.rint; not int() truncation
+      as torchvision's resize does, nor half-up); the image is resized to NW x NH unless that is
+      its size;
+    - the crop's top-left corner is `left = floor((NW - S) / 2)`, `top = floor((NH - S) / 2)`
+      (`crop_offset = "floor"`: an odd margin leaves its extra pixel on the right / bottom; not
+      torchvision's round((NW - S) / 2)), and the crop is S x S from there.
+    Manifests written before these two fields existed mean the same rule (their defaults).
     """
 
     size: int
     resize: str = "shortest_side"  # resize the shorter side to `size`, keep the aspect ratio
     interpolation: str = "bicubic"  # PIL semantics (antialiased when downscaling)
     crop: str = "center"
+    resize_rounding: str = "half_even"  # NW, NH: round half to even (see the docstring)
+    crop_offset: str = "floor"  # left, top: floor((NW - S) / 2), floor((NH - S) / 2)
     value_range: tuple[float, float] = (0.0, 1.0)
     mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
     std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)

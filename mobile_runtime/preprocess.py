@@ -79,20 +79,34 @@ def load_rgb(path: str | Path) -> Image.Image:
         raise DataError(f"{path}: corrupt or truncated image ({e})") from None
 
 
-def resize_and_crop(img: Image.Image, spec: InputSpec) -> Image.Image:
-    """Shorter side to spec.size with spec.interpolation, then a centre crop to a square."""
+def resize_plan(width: int, height: int, spec: InputSpec) -> tuple[int, int, int, int]:
+    """(NW, NH, left, top): the resized size and the crop's top-left corner of a width x height
+    image, by the rule InputSpec's docstring states (the manifest's `resize_rounding` and
+    `crop_offset`): round half to even on `W * (S / min(W, H))` in binary64, floor of half the margin."""
     if spec.resize != "shortest_side" or spec.crop != "center":
         raise DataError(f"unsupported input spec: resize={spec.resize!r} crop={spec.crop!r}")
+    if spec.resize_rounding != "half_even" or spec.crop_offset != "floor":
+        raise DataError(
+            f"unsupported input spec: resize_rounding={spec.resize_rounding!r} crop_offset={spec.crop_offset!r} "
+            "(this reader implements 'half_even' and 'floor')"
+        )
     s = spec.size
-    w, h = img.size
-    if (w, h) != (s, s):
-        scale = s / min(w, h)
-        nw, nh = max(s, round(w * scale)), max(s, round(h * scale))
-        if (nw, nh) != (w, h):
-            img = img.resize((nw, nh), _INTERPOLATION[spec.interpolation])
-        left, top = (nw - s) // 2, (nh - s) // 2
-        img = img.crop((left, top, left + s, top + s))
-    return img
+    if (width, height) == (s, s):
+        return s, s, 0, 0
+    scale = s / min(width, height)
+    nw, nh = max(s, round(width * scale)), max(s, round(height * scale))  # round(): ties to even
+    return nw, nh, (nw - s) // 2, (nh - s) // 2
+
+
+def resize_and_crop(img: Image.Image, spec: InputSpec) -> Image.Image:
+    """Shorter side to spec.size with spec.interpolation, then a centre crop to a square (resize_plan)."""
+    s = spec.size
+    nw, nh, left, top = resize_plan(img.width, img.height, spec)
+    if img.size == (s, s):
+        return img
+    if (nw, nh) != img.size:
+        img = img.resize((nw, nh), _INTERPOLATION[spec.interpolation])
+    return img.crop((left, top, left + s, top + s))
 
 
 def to_uint8_chw(img: Image.Image, spec: InputSpec) -> np.ndarray:

@@ -1,9 +1,9 @@
 // The page: load and check the bundle, run the image encoder with onnxruntime-web (WebGPU when the
 // browser has a hardware GPU adapter, else WASM), search the index, show the top-k texts.
-// Test hook: window.ammkd (state, runGolden, embedTensor, search).
+// Test hook: window.ammkd (state, runGolden, runGoldenImage, embedTensor, search).
 
 import { Bundle, BundleError, FileSource, UrlSource, onnxTarget } from "./bundle.js";
-import { ImageInputError, preprocessFile } from "./preprocess.js";
+import { ImageInputError, preprocessFile, resizePlan } from "./preprocess.js";
 import { Gallery, findText } from "./gallery.js";
 import { TextIndex } from "./search.js";
 
@@ -114,6 +114,24 @@ async function runGolden(i = 0) {
   showTimings();
   showHits(hits, `golden input ${i} (${golden[i].input.path})`);
   return { embedding: Array.from(embedding), topk: hits, timings: { ...timings }, scan: index.lastPath };
+}
+
+/**
+ * Golden image i (its PNG, hash-checked) through the page's own preprocessing (decode, resize,
+ * centre crop on a canvas), the encoder and the search: the tensor, the geometry it used, the
+ * embedding and the top-k, for the test to compare with the golden input and embedding.
+ */
+async function runGoldenImage(i = 0) {
+  if (!state.ready) throw new Error(`not ready: ${state.error || state.status}`);
+  const golden = bundle.manifest.golden || [];
+  if (!(i >= 0 && i < golden.length)) throw new Error(`golden[${i}]: the bundle has ${golden.length} golden images`);
+  const bytes = await bundle.readBytes(golden[i].image);
+  const file = new File([bytes], golden[i].image.path.split("/").pop(), { type: "image/png" });
+  const { tensor, width, height } = await preprocessFile(file, bundle.manifest.input, document.createElement("canvas"));
+  const embedding = await embedTensor(tensor);
+  const hits = search(embedding, k());
+  const plan = resizePlan(width, height, bundle.manifest.input.size);
+  return { width, height, plan, tensor: Array.from(tensor), embedding: Array.from(embedding), topk: hits };
 }
 
 async function runFile(file) {
@@ -328,6 +346,6 @@ async function benchGolden(i = 0, runs = 30, warmup = 5) {
   return { threads: state.threads, ep: state.ep, scan: index.lastPath, kernel: index.kernel, candidates: index.wasm ? index.wasm.candidates : null, load: timings.load, rows };
 }
 
-window.ammkd = { state, timings, runGolden, benchGolden, searchGallery, runFile, embedTensor: async (t) => Array.from(await embedTensor(t)), search };
+window.ammkd = { state, timings, runGolden, runGoldenImage, benchGolden, searchGallery, runFile, embedTensor: async (t) => Array.from(await embedTensor(t)), search };
 wire();
 openBundle(new UrlSource(BUNDLE_URL));

@@ -94,6 +94,14 @@ export function validateManifest(m, where = "manifest.json") {
   need(inp && typeof inp === "object", where, "input");
   bounded(inp.size, where, "input/size", 1, LIMITS.MAX_INPUT_SIZE);
   need(inp.resize === "shortest_side" && inp.crop === "center", where, `unsupported input resize=${inp.resize} crop=${inp.crop}`);
+  // The geometry (preprocess.js resizePlan); a manifest without these keys means the same rule.
+  const rounding = inp.resize_rounding ?? "half_even";
+  const offset = inp.crop_offset ?? "floor";
+  need(
+    rounding === "half_even" && offset === "floor",
+    where,
+    `unsupported input resize_rounding=${rounding} crop_offset=${offset} (this page implements half_even and floor)`,
+  );
   need(inp.layout === "NCHW" && inp.color === "RGB" && inp.dtype === "float32", where, "input must be NCHW RGB float32");
   need(Array.isArray(inp.value_range) && inp.value_range.length === 2, where, "input.value_range");
   need(Array.isArray(inp.mean) && inp.mean.length === 3 && Array.isArray(inp.std) && inp.std.length === 3, where, "input mean/std");

@@ -12,11 +12,16 @@ export class ImageInputError extends Error {
   }
 }
 
-/** Shorter side to `size`, as in Python: (nw, nh) and the crop's top-left corner. */
+/**
+ * Shorter side to `size`, as in Python (resize_plan): (nw, nh) and the crop's top-left corner, by
+ * the manifest's geometry (input.resize_rounding "half_even", input.crop_offset "floor"):
+ * scale = S / min(w, h) and nw = max(S, roundHalfEven(w * scale)) in float64, nh likewise;
+ * left = floor((nw - S) / 2), top = floor((nh - S) / 2).
+ */
 export function resizePlan(w, h, size) {
   if (w === size && h === size) return { nw: w, nh: h, left: 0, top: 0 };
   const scale = size / Math.min(w, h);
-  // Python's round() is round-half-even; the difference matters only at exact halves.
+  // Python's round() is round-half-even (Math.round rounds halves up); x is positive here.
   const roundHalfEven = (x) => {
     const r = Math.round(x);
     return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;

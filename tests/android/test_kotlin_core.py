@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import TINY_DATA
+from geometry_cases import geometry_plans
 from PIL import Image
 from reader_limits import kotlin_limits, schema_maxima
 
@@ -190,6 +191,7 @@ def _expectations(bundle: Path, work: Path) -> dict:
         "golden": golden,
         "preprocess_cases": _preprocess_cases(cases_dir, r.bundle.input_spec),
         "preprocess_bound": PREPROCESS_BOUND,
+        "geometry_plans": geometry_plans(),  # [w, h, s, nw, nh, left, top]: Preprocessor.plan must agree
         "cosine_bound": COSINE_BOUND,
         "device_gallery": device_gallery,
         "gallery": {
@@ -226,6 +228,7 @@ def test_kotlin_core_agrees_with_the_python_runtime(pipeline, tmp_path):
     assert figures["preprocess_golden_max_abs_diff"] <= PREPROCESS_BOUND
     assert figures["preprocess_cases"] == len(written["preprocess_cases"])
     assert figures["preprocess_cases_max_abs_diff"] <= PREPROCESS_BOUND
+    assert figures["geometry_plans"] == len(written["geometry_plans"])
     assert figures["encoder_cosine_min_vs_golden"] >= COSINE_BOUND
     assert figures["topk_golden_images"] == len(written["golden"]) > 0
     assert figures["topk_agreement_exact"] + figures["topk_agreement_near_tie_swaps"] == figures["topk_positions"]

@@ -10,7 +10,7 @@ from ammkd.common.errors import ConfigError, ExportError
 from ammkd.distill.data import image_tensor, load_split
 from ammkd.distill.train import load_student
 from ammkd.export.bundle import ExportConfig, export_bundle
-from ammkd.export.bundle_format import BundleReader, validate_manifest
+from ammkd.export.bundle_format import BundleReader, InputSpec, validate_manifest
 from ammkd.mobile_runtime.preprocess import uint8_to_input
 from ammkd.mobile_runtime.retriever import Retriever
 from ammkd.mobile_runtime.search import topk
@@ -56,6 +56,76 @@ def test_golden_pairs_reproduce_through_the_runtime(pipeline):
         from_png = r.embed(r.bundle.path(g["image"]))  # preprocessing from the PNG gives the same tensor
         assert float(from_png @ expected) > 0.9999
         assert [h.id for h in r.search_embedding(emb, len(g["topk_ids"]))] == g["topk_ids"]
+
+
+def test_golden_images_are_odd_non_square_photos_whose_preprocessing_is_the_golden_input(pipeline):
+    """Issue 20 item 15: each golden PNG goes through the resize and the crop (odd sides, not
+    square, one landscape and one portrait), its Python preprocessing is the stored input
+    tensor exactly, and the manifest states the geometry."""
+    from PIL import Image
+
+    from ammkd.mobile_runtime.preprocess import preprocess, resize_plan
+
+    bundle = BundleReader.open(pipeline["bundle"])
+    spec, s = bundle.input_spec, bundle.input_spec.size
+    assert bundle.manifest["input"]["resize_rounding"] == "half_even"
+    assert bundle.manifest["input"]["crop_offset"] == "floor"
+    sizes = []
+    for g in bundle.manifest["golden"]:
+        with Image.open(bundle.path(g["image"])) as im:
+            w, h = im.size
+        sizes.append((w, h))
+        assert w % 2 == 1 and h % 2 == 1 and w != h and max(w, h) <= 320, (g["image"]["path"], w, h)
+        nw, nh, _, _ = resize_plan(w, h, spec)
+        assert (nw, nh) != (w, h) and (nw, nh) != (s, s)  # resized, and cropped
+        assert np.array_equal(preprocess(bundle.path(g["image"]), spec), bundle.read_array(g["input"]))
+    assert any(w > h for w, h in sizes) and any(h > w for w, h in sizes)
+
+
+def test_golden_images_tell_the_manifest_geometry_from_torchvision_style_roundings(pipeline):
+    """Issue 20 item 15: resizing and cropping a golden PNG by any other reading of "shorter side
+    to S, centre crop" (torchvision's int() truncation and round() offset, a half-up offset...)
+    gives other pixels than its golden input: the golden pairs test the rule."""
+    from geometry_cases import alternative_plans
+
+    from ammkd.mobile_runtime.preprocess import _INTERPOLATION, load_rgb, resize_plan, uint8_to_input
+
+    bundle = BundleReader.open(pipeline["bundle"])
+    spec, s = bundle.input_spec, bundle.input_spec.size
+    for g in bundle.manifest["golden"]:
+        img = load_rgb(bundle.path(g["image"]))
+        want = bundle.read_array(g["input"])
+
+        def through(plan, img=img):
+            nw, nh, left, top = plan
+            crop = img.resize((nw, nh), _INTERPOLATION[spec.interpolation]).crop((left, top, left + s, top + s))
+            return uint8_to_input(np.asarray(crop, np.uint8).transpose(2, 0, 1), spec)[None]
+
+        assert np.array_equal(through(resize_plan(img.width, img.height, spec)), want)
+        for name, plan in alternative_plans(img.width, img.height, s).items():
+            assert not np.array_equal(through(plan), want), (g["image"]["path"], name, plan)
+
+
+def test_a_manifest_without_the_geometry_fields_still_loads_and_verifies(pipeline, tmp_path):
+    """Bundles exported before resize_rounding / crop_offset existed mean the same rule."""
+    import shutil
+
+    from ammkd.common.errors import BundleError
+    from ammkd.mobile_runtime.verify import verify_bundle
+
+    old = shutil.copytree(pipeline["bundle"], tmp_path / "old", ignore=shutil.ignore_patterns("gallery"))
+    manifest = json.loads((old / "manifest.json").read_text())
+    for key in ("resize_rounding", "crop_offset"):
+        del manifest["input"][key]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    bundle = BundleReader.open(old)
+    assert (bundle.input_spec.resize_rounding, bundle.input_spec.crop_offset) == ("half_even", "floor")
+    report = verify_bundle(old)
+    assert report["ok"] and all(r["ok"] for r in report["preprocess"])
+    manifest["input"]["crop_offset"] = "round"
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="input/crop_offset"):
+        BundleReader.open(old)
 
 
 def test_parity_gate_failure_leaves_no_bundle(pipeline, tmp_path):
@@ -147,3 +217,27 @@ def test_export_never_destroys_what_is_not_a_bundle(pipeline, tmp_path):
     with pytest.raises(ExportError, match="not a bundle"):
         export_bundle(pipeline["student"], precious)
     assert (precious / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("size", [64, 224, 384])
+def test_golden_sizes_are_odd_capped_and_decided_by_the_geometry(size):
+    """Issue 20 item 15, without a bundle: photos of any size and orientation (square synthetic
+    images, phone photos, panoramas) give golden sizes with odd sides, the longer at most 320 px,
+    landscape for golden 0 and portrait for golden 1, on which every torchvision-style reading of
+    the geometry gives another resize or crop than the manifest's."""
+    from geometry_cases import alternative_plans
+    from PIL import Image
+
+    from ammkd.export.bundle import GOLDEN_MAX_SIDE, golden_picks, golden_size
+    from ammkd.mobile_runtime.preprocess import resize_plan
+
+    for w, h in [(64, 64), (300, 300), (640, 480), (480, 640), (4032, 3024), (3024, 4032), (5000, 900), (90, 60)]:
+        for g in (0, 1, 2, 3):
+            gw, gh = golden_size(w, h, g, size)
+            assert gw % 2 == 1 and gh % 2 == 1 and max(gw, gh) <= GOLDEN_MAX_SIDE, (w, h, g, gw, gh)
+            assert (gw > gh) if g % 2 == 0 else (gh > gw), (w, h, g, gw, gh)
+            ours = resize_plan(gw, gh, InputSpec(size=size))
+            assert all(plan != ours for plan in alternative_plans(gw, gh, size).values()), (w, h, g, gw, gh)
+    photos = [Image.new("RGB", wh) for wh in [(100, 100), (80, 120), (120, 80), (130, 90)]]
+    assert golden_picks(photos, 2) == [2, 1] and golden_picks(photos[:1], 2) == [0]
+    assert golden_picks(photos, 4) == [2, 1, 3, 0]

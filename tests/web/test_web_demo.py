@@ -59,6 +59,11 @@ def drive(url: str, *args: str) -> dict:
     return report
 
 
+# The page's preprocessing of a golden PNG (the browser's resampler, not Pillow's) against the golden input.
+GOLDEN_IMAGE_MEAN_DIFF = 1 / 255  # measured: 0.6e-3 and 1.4e-3 (torchvision's geometry: 2.5e-3 and 8.6e-3)
+GOLDEN_IMAGE_COSINE = 0.99
+
+
 def _cosine(a, b) -> float:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
@@ -79,6 +84,40 @@ def _check_golden(report: dict, r, bound: float = 0.999) -> None:
         assert set(page["timings"]) >= {"load", "encode", "search"}
 
 
+def _check_golden_images(report: dict, r) -> None:
+    """Issue 20 item 15: each golden PNG through the page's own decode, resize and centre crop. The
+    geometry is Python's exactly; the browser's resampler is not Pillow's, so the tensor is close
+    to the golden input (mean |diff| GOLDEN_IMAGE_MEAN_DIFF), and closer than the crop of any other
+    rounding rule (torchvision's and the like, tests/geometry_cases.py) is to it: the page crops
+    where the manifest says."""
+    from geometry_cases import alternative_plans
+
+    from ammkd.mobile_runtime.preprocess import _INTERPOLATION, load_rgb, resize_plan, uint8_to_input
+
+    spec, s = r.bundle.input_spec, r.bundle.input_spec.size
+    golden = r.bundle.manifest["golden"]
+    assert len(report["goldenImages"]) == len(golden)
+    for g, page in zip(golden, report["goldenImages"]):
+        img = load_rgb(r.bundle.path(g["image"]))
+        assert (page["width"], page["height"]) == img.size
+        plan = resize_plan(img.width, img.height, spec)
+        assert [page["plan"][k] for k in ("nw", "nh", "left", "top")] == list(plan)
+        want = r.bundle.read_array(g["input"]).reshape(-1)
+        got = np.asarray(page["tensor"], np.float32)
+        diff = float(np.abs(got - want).mean())
+        others = {}
+        for name, (nw, nh, left, top) in alternative_plans(img.width, img.height, s).items():
+            crop = img.resize((nw, nh), _INTERPOLATION[spec.interpolation]).crop((left, top, left + s, top + s))
+            other = uint8_to_input(np.asarray(crop, np.uint8).transpose(2, 0, 1), spec).reshape(-1)
+            others[name] = float(np.abs(got - other).mean())
+        print(f"{g['image']['path']} {img.size}: page vs golden input {diff:.5f}, vs other rules {others}")
+        assert diff <= GOLDEN_IMAGE_MEAN_DIFF, (g["image"]["path"], diff)
+        assert all(diff < d for d in others.values()), (g["image"]["path"], diff, others)
+        cos = _cosine(page["embedding"], r.bundle.read_array(g["embedding"]))
+        print(f"{g['image']['path']}: page's embedding of the PNG vs the golden embedding: cosine {cos:.6f}")
+        assert cos >= GOLDEN_IMAGE_COSINE, f"{g['image']['path']}: cosine {cos:.6f} to the golden embedding"
+
+
 def test_page_matches_python_runtime(pipeline):
     _need_browser()
     from ammkd.mobile_runtime.retriever import Retriever
@@ -87,7 +126,19 @@ def test_page_matches_python_runtime(pipeline):
     r = Retriever.open(bundle)
     image = r.bundle.root / r.bundle.manifest["golden"][0]["image"]["path"]
     with serving(bundle) as url:
-        report = drive(url + "/", "--golden", "0", "--golden", "1", "--upload", str(image))
+        report = drive(
+            url + "/",
+            "--golden",
+            "0",
+            "--golden",
+            "1",
+            "--golden-image",
+            "0",
+            "--golden-image",
+            "1",
+            "--upload",
+            str(image),
+        )
     state = report["state"]
     assert state["ready"] and state["error"] is None, state
     assert state["ep"] == "wasm"  # the tests' Chromium runs with its GPU disabled
@@ -96,12 +147,39 @@ def test_page_matches_python_runtime(pipeline):
     assert [g["scan"] for g in report["golden"]] == ["wasm-simd", "wasm-simd"]
     assert report["crossOriginIsolated"] is True  # COOP/COEP let the WASM runtime use threads
     _check_golden(report, r)
-    # the golden image through the file input: canvas preprocessing, encoder, search, shown texts
+    _check_golden_images(report, r)
+    # the golden image through the file input: the canvas preprocessing _check_golden_images compared
+    # with the golden input (the browser's resampler, not Pillow's: close, not equal to Python's
+    # ranking of the PNG), then the encoder, the search and the shown texts
     (upload,) = report["uploads"]
     assert upload["message"] == ""
-    expected = r.top_texts(image, k=5)
-    assert upload["results"] == [f"{h.score:.4f}{h.text}" for h in expected]
+    assert upload["results"] == [f"{h['score']:.4f}{h['text']}" for h in report["goldenImages"][0]["topk"]]
     assert "preprocess" in upload["timings"] and "encode" in upload["timings"]
+
+
+def test_page_geometry_is_the_python_runtimes(pipeline, tmp_path):
+    """Issue 20 item 15: preprocess.js's resizePlan equals resize_plan on a grid with exact halves
+    and on photo sizes, and bundle.js reads a manifest without the geometry fields as the same rule
+    and refuses values it does not implement (web_demo/tests/geometry_check.mjs, in Node)."""
+    if shutil.which("node") is None:
+        pytest.skip(f"node is not installed; install Node 20, then {ENABLE}")
+    from geometry_cases import geometry_plans
+
+    plans = tmp_path / "plans.json"
+    plans.write_text(json.dumps(geometry_plans()))
+    proc = subprocess.run(
+        ["node", str(WEB_DEMO / "tests" / "geometry_check.mjs"), str(plans), str(pipeline["bundle"] / "manifest.json")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["checked"] == len(json.loads(plans.read_text())) and report["mismatches"] == []
+    m = report["manifests"]
+    assert m["exported"] == "ok" and m["absent"] == "ok"
+    assert "unsupported input resize_rounding=half_up" in m["halfUp"]
+    assert "crop_offset=round" in m["roundOffset"]
 
 
 def _exact_topk(bits: np.ndarray, query, k: int) -> list[int]:

@@ -1,6 +1,6 @@
 // Drive the demo page in headless Chromium and print one JSON object (used by tests/web).
 //
-//   node web_demo/tests/drive.mjs URL [--golden I]... [--upload FILE]... [--bench RUNS] [--gallery-text T]... [--screenshot PNG]
+//   node web_demo/tests/drive.mjs URL [--golden I]... [--golden-image I]... [--upload FILE]... [--bench RUNS] [--gallery-text T]... [--screenshot PNG]
 //                                [--open-folder DIR]...
 //                                [--chromium PATH] [--timeout MS] [--webgpu] [--no-wasm-simd]
 //
@@ -32,6 +32,7 @@ while (args.length) {
   }
   const value = args.shift();
   if (flag === "--golden") actions.push({ golden: parseInt(value, 10) });
+  else if (flag === "--golden-image") actions.push({ goldenImage: parseInt(value, 10) });
   else if (flag === "--upload") actions.push({ upload: value });
   else if (flag === "--bench") actions.push({ bench: parseInt(value, 10) });
   else if (flag === "--gallery-text") actions.push({ galleryText: value });
@@ -42,7 +43,7 @@ while (args.length) {
   else throw new Error(`unknown flag ${flag}`);
 }
 
-const result = { url, console: [], pageErrors: [], golden: [], uploads: [], bench: [], gallery: [], folders: [] };
+const result = { url, console: [], pageErrors: [], golden: [], goldenImages: [], uploads: [], bench: [], gallery: [], folders: [] };
 const browser = await chromium.launch({ executablePath, headless: true, args: launchArgs });
 try {
   const page = await browser.newPage({ viewport: { width: 900, height: 640 } });
@@ -88,6 +89,8 @@ try {
       result.bench.push(await page.evaluate((n) => window.ammkd.benchGolden(0, n, 5), a.bench));
     } else if ("golden" in a) {
       result.golden.push(await page.evaluate((i) => window.ammkd.runGolden(i), a.golden));
+    } else if ("goldenImage" in a) {
+      result.goldenImages.push(await page.evaluate((i) => window.ammkd.runGoldenImage(i), a.goldenImage));
     } else if ("upload" in a) {
       await page.evaluate(() => {
         window.ammkd.state.lastError = null;

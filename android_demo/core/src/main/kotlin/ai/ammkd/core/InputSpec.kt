@@ -7,12 +7,19 @@ import org.json.JSONObject
  * resize the shorter side to [size] px (aspect kept) with [interpolation] (PIL semantics),
  * centre-crop to [size]x[size], scale uint8 to [valueRange], and subtract [mean] / divide by
  * [std] only when [normalizationInGraph] is false. Layout NCHW float32, shape (1, 3, size, size).
+ *
+ * The geometry ([resizeRounding] "half_even", [cropOffset] "floor", the only values, and what a
+ * manifest without these keys means): a W x H image that is not S x S is resized to
+ * NW = max(S, rint(W * (S / min(W, H)))), NH likewise, in double precision with ties to even
+ * ([Math.rint]), and the crop starts at left = floor((NW - S) / 2), top = floor((NH - S) / 2).
  */
 data class InputSpec(
     val size: Int,
     val resize: String = "shortest_side",
     val interpolation: String = "bicubic",
     val crop: String = "center",
+    val resizeRounding: String = "half_even",
+    val cropOffset: String = "floor",
     val valueRange: Pair<Double, Double> = 0.0 to 1.0,
     val mean: List<Double> = listOf(0.48145466, 0.4578275, 0.40821073),
     val std: List<Double> = listOf(0.26862954, 0.26130258, 0.27577711),
@@ -40,6 +47,8 @@ data class InputSpec(
                 resize = o.optString("resize", d.resize),
                 interpolation = o.optString("interpolation", d.interpolation),
                 crop = o.optString("crop", d.crop),
+                resizeRounding = o.optString("resize_rounding", d.resizeRounding),
+                cropOffset = o.optString("crop_offset", d.cropOffset),
                 valueRange = range[0] to range[1],
                 mean = doubles("mean", d.mean, 3),
                 std = doubles("std", d.std, 3),

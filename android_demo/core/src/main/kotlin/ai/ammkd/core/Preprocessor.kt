@@ -19,6 +19,10 @@ class Preprocessor(val spec: InputSpec) {
             "unsupported input spec: resize='${spec.resize}' crop='${spec.crop}' " +
                 "(this reader supports resize='shortest_side' with crop='center')"
         }
+        require(spec.resizeRounding == "half_even" && spec.cropOffset == "floor") {
+            "unsupported input spec: resize_rounding='${spec.resizeRounding}' crop_offset='${spec.cropOffset}' " +
+                "(this reader implements 'half_even' and 'floor')"
+        }
         require(spec.interpolation in PilResample.SUPPORTED) {
             "unsupported input spec: interpolation '${spec.interpolation}' (supported: ${PilResample.SUPPORTED.joinToString()})"
         }
@@ -47,17 +51,12 @@ class Preprocessor(val spec: InputSpec) {
         val rgb = toRgb(argb, width * height)
         val s = spec.size
         if (width == s && height == s) return rgb
-        // Python: scale = s / min(w, h); nw, nh = max(s, round(w * scale)), max(s, round(h * scale))
-        val scale = s.toDouble() / min(width, height)
-        val nw = maxOf(s, Math.rint(width * scale).toInt())
-        val nh = maxOf(s, Math.rint(height * scale).toInt())
+        val (nw, nh, left, top) = plan(width, height, s)
         val resized = if (nw != width || nh != height) {
             PilResample.resize(rgb, width, height, nw, nh, spec.interpolation)
         } else {
             rgb
         }
-        val left = (nw - s) / 2
-        val top = (nh - s) / 2
         val out = IntArray(s * s)
         for (y in 0 until s) System.arraycopy(resized, (top + y) * nw + left, out, y * s, s)
         return out
@@ -86,6 +85,20 @@ class Preprocessor(val spec: InputSpec) {
     }
 
     companion object {
+        /**
+         * The manifest's geometry (resize_rounding "half_even", crop_offset "floor"), as Python's
+         * `resize_plan`: [NW, NH, left, top] for a [width] x [height] image and side [s].
+         * scale = s / min(w, h); NW = max(s, rint(w * scale)) (ties to even, as Python's round());
+         * left = floor((NW - s) / 2) (non-negative, so integer division).
+         */
+        fun plan(width: Int, height: Int, s: Int): List<Int> {
+            if (width == s && height == s) return listOf(s, s, 0, 0)
+            val scale = s.toDouble() / min(width, height)
+            val nw = maxOf(s, Math.rint(width * scale).toInt())
+            val nh = maxOf(s, Math.rint(height * scale).toInt())
+            return listOf(nw, nh, (nw - s) / 2, (nh - s) / 2)
+        }
+
         /** The Python runtime's limit on decoded pixels. */
         const val MAX_IMAGE_PIXELS = 16_000L * 16_000L
 

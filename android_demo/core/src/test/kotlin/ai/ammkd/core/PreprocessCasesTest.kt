@@ -47,10 +47,33 @@ class PreprocessCasesTest {
             spec.copy(resize = "longest_side") to "longest_side",
             spec.copy(crop = "top_left") to "top_left",
             spec.copy(layout = "NHWC") to "NHWC",
+            spec.copy(resizeRounding = "half_up") to "half_up",
+            spec.copy(cropOffset = "round") to "round",
         )) {
             val e = assertThrows(IllegalArgumentException::class.java) { Preprocessor(bad) }
             assertTrue(e.message!!.contains("unsupported input spec") && e.message!!.contains(word), e.message)
         }
+    }
+
+    @Test
+    fun `the resize and crop geometry is the manifest's rule, as Python computes it`() {
+        // every [w, h, s, nw, nh, left, top] the Python test wrote (resize_plan), ties included
+        val plans = TestInputs.expected.getJSONArray("geometry_plans")
+        assertTrue(plans.length() > 0, "the expectations hold no geometry plans")
+        for (i in 0 until plans.length()) {
+            val c = plans.getJSONArray(i)
+            val (w, h, s) = Triple(c.getInt(0), c.getInt(1), c.getInt(2))
+            val want = List(4) { c.getInt(3 + it) }
+            assertEquals(want, Preprocessor.plan(w, h, s), "${w}x$h -> $s: [nw, nh, left, top]")
+        }
+        TestInputs.report("geometry_plans", plans.length())
+        // a manifest written before resize_rounding / crop_offset existed means the same rule
+        val old = InputSpec.fromJson(org.json.JSONObject("""{"size": 64}"""), "old manifest")
+        assertEquals("half_even" to "floor", old.resizeRounding to old.cropOffset)
+        val now = InputSpec.fromJson(
+            org.json.JSONObject("""{"size": 64, "resize_rounding": "half_even", "crop_offset": "floor"}"""), "manifest",
+        )
+        assertEquals(old, now)
     }
 
     @Test
