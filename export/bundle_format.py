@@ -187,6 +187,8 @@ class BundleReader:
                 f"{mpath}: index vectors {index['vectors']['shape']} do not match count "
                 f"{index['count']} x dim {index['dim']} (encoder output dim {out['dim']})"
             )
+        if index["vectors"].get("dtype") != "float16":  # what every reader (Kotlin, the page) decodes
+            raise BundleError(f"{mpath}: index vectors are {index['vectors'].get('dtype')!r}; bundles ship float16")
         return cls(root, manifest)
 
     def _resolve(self, entry: dict) -> Path:
@@ -241,15 +243,16 @@ class BundleReader:
             raise BundleError(f"{self.root / entry['path']}: not UTF-8 JSON ({e})") from None
 
     def read_array(self, entry: dict) -> np.ndarray:
-        """A raw binary entry as an array of its manifest dtype and shape."""
-        data = self.read_bytes(entry)
-        arr = np.frombuffer(data, dtype=_DTYPES[entry["dtype"]])
+        """A raw binary entry as an array of its manifest dtype and shape; its `bytes` must be the
+        shape's count times the dtype's size, checked before the file is read."""
+        dtype = np.dtype(_DTYPES[entry["dtype"]])
         expected = math.prod(entry["shape"])  # Python ints: no overflow
-        if arr.size != expected:
+        if expected * dtype.itemsize != entry["bytes"]:
             raise BundleError(
-                f"{self.root / entry['path']}: {arr.size} values, shape {entry['shape']} needs {expected}"
+                f"{self.root / entry['path']}: shape {entry['shape']} of {entry['dtype']} is "
+                f"{expected * dtype.itemsize} bytes, the manifest says {entry['bytes']}"
             )
-        return arr.reshape(entry["shape"])
+        return np.frombuffer(self.read_bytes(entry), dtype=dtype).reshape(entry["shape"])
 
     @property
     def input_spec(self) -> InputSpec:

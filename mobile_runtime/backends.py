@@ -203,12 +203,17 @@ def why_not_runnable_here(target: dict) -> str | None:
     return None
 
 
+# quantizations from the most to the least precise: what a reader takes when none is asked for
+PRECISION_ORDER = ("none", "fp16", "int8-weights", "palettize8", "int8", "int8-dynamic", "palettize4")
+
+
 def open_image_encoder(
     bundle: BundleReader, backend: str = "auto", quantization: str | None = None, threads: int = 1
 ) -> tuple[ImageEncoder, dict]:
     """The bundle's image encoder for `backend` (or, with "auto", the first of ONNX, ExecuTorch,
     Core ML that the bundle holds and this host runs), with its manifest entry. Every file is
-    hash-checked before the runtime sees it. `quantization`: None takes the unquantized target."""
+    hash-checked before the runtime sees it. `quantization`: None takes the most precise target
+    of that format the bundle holds (PRECISION_ORDER: the unquantized one when it is there)."""
     if backend not in ("auto", *BACKENDS):
         raise ConfigError(f"unknown backend {backend!r}; use auto or one of {list(BACKENDS)}")
     encoders = [t for t in bundle.manifest["targets"] if t["role"] == "image_encoder"]
@@ -220,15 +225,12 @@ def open_image_encoder(
             raise BundleError(
                 f"{bundle.root}: no image encoder this host can run (the bundle has: {sorted(formats) or 'none'})"
             )
-    want = quantization or "none"
-    target = next(
-        (
-            t
-            for t in bundle.manifest["targets"]
-            if t["role"] == "image_encoder" and t["format"] == backend and t["quantization"] == want
-        ),
-        None,
-    )
+    of_backend = {t["quantization"]: t for t in reversed(encoders) if t["format"] == backend}  # first wins
+    if quantization is None:  # the most precise one the bundle holds (an export may leave fp32 out)
+        want = next((q for q in PRECISION_ORDER if q in of_backend), "none")
+    else:
+        want = quantization
+    target = of_backend.get(want)
     if target is None:
         have = sorted(f"{t['format']}/{t['quantization']}" for t in bundle.manifest["targets"])
         raise BundleError(

@@ -241,3 +241,33 @@ def test_golden_sizes_are_odd_capped_and_decided_by_the_geometry(size):
     photos = [Image.new("RGB", wh) for wh in [(100, 100), (80, 120), (120, 80), (130, 90)]]
     assert golden_picks(photos, 2) == [2, 1] and golden_picks(photos[:1], 2) == [0]
     assert golden_picks(photos, 4) == [2, 1, 3, 0]
+
+
+def test_parity_and_probe_images_are_held_out_when_the_student_data_names_train(pipeline, tmp_path, monkeypatch):
+    """A student trained on `DATA:train` (the Flickr8k benchmark's) is checked on the dataset's
+    val split: parity, golden pairs and the int8 search's probes come from val, calibration
+    from train. (The gate once measured the training images, calibration images among them.)"""
+    import shutil
+
+    import ammkd.export.bundle as bundle_mod
+
+    student = tmp_path / "student"
+    shutil.copytree(pipeline["student"], student)
+    meta = json.loads((student / "student.json").read_text())
+    (student / "student.json").write_text(json.dumps(meta | {"data": f"{TINY_DATA}:train"}))
+    calls = []
+    real = bundle_mod._images
+
+    def spy(data_spec, split, n, *args, **kw):
+        data = load_split(data_spec, split)
+        calls.append((data.split, n))
+        return real(data_spec, split, n, *args, **kw)
+
+    monkeypatch.setattr(bundle_mod, "_images", spy)
+    cfg = ExportConfig(quantize="int8", parity_images=8, calibration_images=8, probe_images=16, allow_degraded=True)
+    export_bundle(student, tmp_path / "bundle", cfg)
+    assert ("val", 8) in calls and ("val", 8 + 16) in calls and ("train", 8 + 16) in calls
+    assert all(split in ("val", "train") for split, _ in calls)
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    prefix = next(t for t in manifest["targets"] if t["quantization"] == "int8")["details"]["float_prefix"]
+    assert prefix["chosen_by"] == "search on held-out images 8..24"

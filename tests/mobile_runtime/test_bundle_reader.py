@@ -3,8 +3,10 @@ import shutil
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from ammkd.common.errors import BundleError
+from ammkd.export.bundle_format import BundleReader
 from ammkd.mobile_runtime.retriever import Retriever
 
 
@@ -70,12 +72,8 @@ def test_search_returns_sorted_hits_with_timings(pipeline):
     assert len(hits) == 5 and all(a.score >= b.score for a, b in zip(hits, hits[1:]))
     assert hits[0].text == r.texts[hits[0].id]
     assert {"load", "preprocess", "encode", "search"} <= set(r.timings_ms)
-    rgba = np.dstack(
-        [
-            np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(img).convert("RGB")),
-            np.full((64, 64), 255, np.uint8),
-        ]
-    )
+    rgb = np.asarray(Image.open(img).convert("RGB"))  # a golden photo: odd, non-square
+    rgba = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
     assert [h.id for h in r.top_texts(rgba, k=5)] == [h.id for h in hits]  # an RGBA buffer works the same
 
 
@@ -86,6 +84,27 @@ def test_index_shape_that_contradicts_the_manifest_is_refused(bundle_copy):
     mpath.write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="do not match count"):
         Retriever.open(bundle_copy)
+
+
+def test_index_vectors_must_be_float16_and_fit_their_bytes(bundle_copy):
+    """What every reader decodes: float16 rows; a dtype or shape that contradicts `bytes` is a
+    BundleError before the file is read, not a ValueError from numpy."""
+    mpath = bundle_copy / "manifest.json"
+    original = json.loads(mpath.read_text())
+    manifest = json.loads(json.dumps(original))
+    manifest["index"]["vectors"]["dtype"] = "float32"
+    mpath.write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="index vectors are 'float32'; bundles ship float16"):
+        Retriever.open(bundle_copy)
+    manifest = json.loads(json.dumps(original))
+    golden = manifest["golden"][0]["embedding"]
+    golden["dtype"] = "float16"  # same shape, half the bytes the manifest lists
+    mpath.write_text(json.dumps(manifest))
+    reader = BundleReader.open(bundle_copy)
+    with pytest.raises(
+        BundleError, match=r"embedding_0\.f32\.bin: shape .* of float16 is \d+ bytes, the manifest says"
+    ):
+        reader.read_array(reader.manifest["golden"][0]["embedding"])
 
 
 @pytest.mark.parametrize(

@@ -123,6 +123,20 @@ def test_backend_choice(full_bundle, pipeline):
             open_image_encoder(reader, "coreml")
 
 
+def test_a_bundle_without_its_fp32_encoder_opens_the_most_precise_one_it_has(full_bundle, tmp_path):
+    """The gate may leave the unquantized encoder out (left_out); readers then take what is left."""
+    copy = tmp_path / "bundle"
+    shutil.copytree(full_bundle, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["targets"] = [t for t in manifest["targets"] if t["quantization"] != "none"]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    for backend in ("auto", "onnx", "executorch"):
+        _, target = open_image_encoder(BundleReader.open(copy), backend)
+        assert target["quantization"] == "int8", backend
+    with pytest.raises(BundleError, match=r"no onnx image encoder with quantization none"):
+        open_image_encoder(BundleReader.open(copy), "onnx", "none")
+
+
 def test_retriever_search_kinds_agree_with_the_exact_scan(pipeline):
     reader = BundleReader.open(pipeline["bundle"])
     image = reader.path(reader.manifest["golden"][0]["image"])
