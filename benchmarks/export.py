@@ -124,8 +124,8 @@ def main(argv: list[str] | None = None) -> dict:
         f"ONNX int8-weights (weight-only) is **{weights['vs_fp32']:.0%}** with **{weights['top1_agreement']:.0%}**.",
         "",
         f"Static int8 (ONNX and ExecuTorch) keeps the first **{prefix['float_convs']} of {prefix['convs']}** "
-        f"convolutions float, the fewest whose top-1 agreement on {prefix['probe_images']} training images "
-        "reached the bound plus a margin (tried: "
+        f"convolutions float, the fewest whose top-1 agreement reached the bound plus a margin "
+        f"({prefix['chosen_by']}, {prefix['probe_images']} images; tried: "
         + ", ".join(f"{t['float_convs']} -> {t['top1_agreement']:.1%}" for t in prefix["trials"])
         + "). The `(every conv int8)` rows quantize every convolution, for comparison.",
         "",
