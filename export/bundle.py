@@ -40,7 +40,7 @@ from ammkd.export.onnx_export import (
 from ammkd.export.parity import gate_failure, gate_misses, parity
 from ammkd.mobile_runtime.backends import OnnxImageEncoder, why_not_runnable_here
 from ammkd.mobile_runtime.gallery import GALLERY_DIR, GALLERY_MANIFEST, encoder_id
-from ammkd.mobile_runtime.preprocess import preprocess, to_rgb, to_uint8_chw, uint8_to_input
+from ammkd.mobile_runtime.preprocess import preprocess, resize_plan, to_rgb, to_uint8_chw, uint8_to_input
 from ammkd.mobile_runtime.search import topk
 
 TARGETS = ("onnx", "executorch", "coreml")
@@ -163,9 +163,10 @@ def golden_size(width: int, height: int, g: int, size: int, cap: int = GOLDEN_MA
     long0, short0 = max(3, round(long * f)) | 1, max(1, round(short * f)) | 1  # odd, nearest above
     long0 = min(long0, cap if cap % 2 else cap - 1)
 
+    spec = InputSpec(size=size)
+
     def decides(n_long: int, n_short: int) -> bool:
-        exact = n_long * (size / n_short)  # the rule's binary64 arithmetic
-        nl = max(size, round(exact))
+        nl = resize_plan(n_long, n_short, spec)[0]  # the manifest's rule
         return nl != max(size, int(size * n_long / n_short)) and (nl - size) % 4 == 3
 
     steps = sorted(
