@@ -1,14 +1,21 @@
 """Ablation of the AMMKD method: which part pays for itself.
 
     uv run --frozen --no-sync python benchmarks/ablation.py --preset synthetic --seeds 0 1 2
+    uv run --frozen --no-sync python benchmarks/ablation.py --preset flickr8k --seeds 0 1 2 \
+        --recipes single_A single_B equal adaptive adaptive_sample adaptive_gt no_kd
 
 Same two frozen teachers, same student, same budget; only the distillation recipe changes:
 single teacher A, single teacher B, equal weights, fixed weights (0.7/0.3), adaptive (min-norm
-with tolerance), adaptive with the fusion network (fused index + fused teacher), and no
-distillation (captions only). Teacher outputs are cached, so each run trains the student
-alone. Every run resumes or is skipped when done. Writes `results/ablation_<preset>.{json,md}`
-(mean ± std of mean recall over seeds) and `results/ablation_<preset>_alpha.png` (α over
-training for the adaptive runs).
+per batch with tolerance), its per-image variants (min-norm per image; per image over the
+teachers within a margin of the best one's caption cross-entropy), adaptive with the fusion
+network (fused index + fused teacher), the optional terms (CLIP-KD feature, relation) added to
+adaptive, and no distillation (captions only). The flickr8k preset uses the pretrained teachers
+and student of benchmarks/flickr8k.py (run that first, it trains the teachers). Teacher outputs
+are cached, so each run trains the student alone; seeds go in the outer loop, so a stopped run
+has whole seeds. Every run resumes or is skipped when done. Writes `results/ablation_<preset>.{json,md}`
+(mean ± std of mean recall over seeds, the paired difference of every recipe against equal
+weights and against the best single teacher with its standard error, seconds per step) and
+`results/ablation_<preset>_alpha.png` (α over training for the adaptive runs).
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ import statistics
 import sys
 from pathlib import Path
 
+import flickr8k as f8k
+import numpy as np
 from bench_util import write_results
 
 from ammkd.common.files import atomic_write
@@ -39,9 +48,14 @@ RECIPES = {
     "equal": {"weighting": "equal"},
     "fixed_0.7_0.3": {"weighting": "fixed", "fixed_weights": [0.7, 0.3]},
     "adaptive": {"weighting": "adaptive"},
+    "adaptive_sample": {"weighting": "adaptive-sample"},
+    "adaptive_gt": {"weighting": "adaptive-gt", "gt_margin": 1.0},
     "adaptive_fusion": {"weighting": "adaptive", "fusion": "network+teacher"},
+    "adaptive_feature": {"weighting": "adaptive", "feature_weight": 1.0},
+    "adaptive_relation": {"weighting": "adaptive", "relation_weight": 1.0},
     "no_kd": {"weighting": "none"},
 }
+DEFAULT_RECIPES = ["single_A", "single_B", "equal", "fixed_0.7_0.3", "adaptive", "adaptive_fusion", "no_kd"]
 PRESETS = {  # data, eval split, student options, teacher (spec, epochs, lr) pairs
     "synthetic": {
         "data": "synthetic:4000",
@@ -49,20 +63,27 @@ PRESETS = {  # data, eval split, student options, teacher (spec, epochs, lr) pai
         "student": {"student": "ammkd-mnv3-small-050", "epochs": 8, "batch_size": 64, "lr": 2e-3},
         "teachers": [("ammkd-tiny-vit", 10, 5e-4), ("ammkd-tiny-rn", 10, 5e-4)],
     },
-    "flickr8k": {  # reuses the teachers of benchmarks/flickr8k.py at budget 1; a smaller student budget
+    "flickr8k": {  # the pretrained teachers and student of benchmarks/flickr8k.py at budget 1
         "data": f"flickr8k:{FLICKR}:train",
         "eval": "dev",
-        "student": {"student": "ammkd-mnv3-small", "image_size": 96, "epochs": 6, "batch_size": 128},
-        "teacher_dirs": [
-            ROOT / "runs" / "bench-flickr8k" / "budget-1" / "teacher_rn",
-            ROOT / "runs" / "bench-flickr8k" / "budget-1" / "teacher_convnext",
-        ],
+        "student": {
+            "student": f8k.STUDENT,
+            "image_size": f8k.STUDENT_SIZE,
+            "frozen_stages": f8k.STUDENT_FROZEN_STAGES,
+            "epochs": f8k.STUDENT_EPOCHS,
+            "batch_size": 128,
+            "lr": 1e-3,
+        },
+        "teacher_dirs": [ROOT / "runs" / "bench-flickr8k" / "budget-1" / name for name in f8k.TEACHERS],
     },
 }
 
 
 def _teachers(preset: dict, runs: Path) -> list[Path]:
     if "teacher_dirs" in preset:
+        missing = [t for t in preset["teacher_dirs"] if not (t / "teacher.json").is_file()]
+        if missing:
+            sys.exit(f"ablation: no trained teacher in {missing[0]}; run benchmarks/flickr8k.py first")
         return preset["teacher_dirs"]
     dirs = []
     for spec, epochs, lr in preset["teachers"]:
@@ -82,7 +103,7 @@ def _alpha_plot(runs: dict[str, Path], png: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     for name, folder in runs.items():
         recs = [r for r in read_log(folder / "metrics.jsonl") if r.get("alpha")]
-        ax.plot([r["step"] for r in recs], [r["alpha"][0] for r in recs], label=f"{name}: α teacher A")
+        ax.plot([r["step"] for r in recs], [r["alpha"][0] for r in recs], label=f"{name}: α teacher A", lw=1)
     ax.set_xlabel("step")
     ax.set_ylabel("weight of teacher A")
     ax.set_ylim(-0.02, 1.02)
@@ -92,27 +113,89 @@ def _alpha_plot(runs: dict[str, Path], png: Path) -> None:
     plt.close(fig)
 
 
+def _weighting_cost(recipes: list[str], k: int, batch: int, n_texts: int, repeats: int = 20) -> dict[str, float]:
+    """Milliseconds one step's weighting solve takes (median of `repeats`) for each recipe's scheme,
+    on random gradients of the real shapes: K teachers, a batch of B images, N class vectors."""
+    import time
+
+    import torch
+
+    from ammkd.distill.weighting import WeightingInputs, WeightingOptions, teacher_weights
+
+    g = torch.randn(k, batch, n_texts) / n_texts
+    flat = g.flatten(1).double()
+    x = WeightingInputs(flat @ flat.T, g, torch.rand(k, batch) * 3)
+    out = {}
+    for name in recipes:
+        r = RECIPES[name]
+        scheme = r.get("weighting", "equal")
+        opts = WeightingOptions(fixed=r.get("fixed_weights", [1.0] * k), margin=r.get("gt_margin", 1.0))
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            flat = g.flatten(1).double()
+            teacher_weights(scheme, WeightingInputs(flat @ flat.T, g, x.teacher_ce), opts)
+            times.append(1000 * (time.perf_counter() - t0))
+        out[name] = round(statistics.median(times), 2)
+    return out
+
+
+def _paired(scores: dict[str, dict[int, float]], seeds: list[int]) -> dict:
+    """Per recipe, its per-seed difference against `equal` and against the best single-teacher
+    recipe (the one with the higher mean): mean and standard error (None for one seed)."""
+    out: dict = {"against": {}}
+    singles = [n for n in ("single_A", "single_B") if n in scores]
+    refs = {"equal": "equal" if "equal" in scores else None}
+    if singles:
+        refs["best_single"] = max(singles, key=lambda n: statistics.mean(scores[n].values()))
+        out["best_single_recipe"] = refs["best_single"]
+    for name in scores:
+        out["against"][name] = {}
+        for label, ref in refs.items():
+            if ref is None or ref == name:
+                continue
+            d = np.array([scores[name][s] - scores[ref][s] for s in seeds])
+            se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else None
+            out["against"][name][label] = {
+                "mean": round(float(d.mean()), 2),
+                "stderr": None if se is None else round(se, 2),
+                "per_seed": [round(float(x), 2) for x in d],
+            }
+    return out
+
+
+def _pm(paired: dict, name: str, label: str) -> str:
+    d = paired["against"].get(name, {}).get(label)
+    if d is None:
+        return "—"
+    return f"{d['mean']:+.2f}" + (f" ± {d['stderr']:.2f}" if d["stderr"] is not None else "")
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", choices=list(PRESETS), default="synthetic")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=list(RECIPES))
+    ap.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=DEFAULT_RECIPES)
+    ap.add_argument("--epochs", type=float, default=None, help="student epochs (default: the preset's)")
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "ablation")
     ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
     args = ap.parse_args(argv)
     preset = PRESETS[args.preset]
-    runs = args.runs / args.preset
-    teachers = _teachers(preset, runs)
+    student_opts = {**preset["student"], **({"epochs": args.epochs} if args.epochs else {})}
+    runs = args.runs / args.preset / f"epochs-{student_opts['epochs']:g}"
+    teachers = _teachers(preset, args.runs / args.preset)
     eval_data = load_split(without_split(preset["data"]), preset["eval"])
     teacher_scores = {
         f"teacher_{'AB'[i]}": round(evaluate_teacher(load_teacher(str(t)), eval_data)["mean_recall"], 2)
         for i, t in enumerate(teachers)
     }
     print("teachers", teacher_scores, flush=True)
-    table, alpha_runs = {}, {}
-    for name in args.recipes:
-        scores, alphas = [], []
-        for seed in args.seeds:
+    scores: dict[str, dict[int, float]] = {n: {} for n in args.recipes}
+    alphas: dict[str, list] = {n: [] for n in args.recipes}
+    step_seconds: dict[str, list] = {n: [] for n in args.recipes}
+    alpha_runs = {}
+    for seed in args.seeds:  # whole seeds first: a stopped ablation still pairs its recipes
+        for name in args.recipes:
             out = runs / name / f"seed{seed}"
             if not (out / STUDENT_META).is_file():
                 cfg = DistillConfig(
@@ -120,46 +203,67 @@ def main(argv: list[str] | None = None) -> dict:
                     data=preset["data"],
                     seed=seed,
                     checkpoint_every=50,
-                    **preset["student"],
+                    **student_opts,
                     **RECIPES[name],
                 )
                 distill(cfg, out, resume=True)
-            scores.append(evaluate_student(out, eval_data)["mean_recall"])
-            alphas.append(json.loads((out / STUDENT_META).read_text())["mean_alpha"])
-            if seed == args.seeds[0] and RECIPES[name].get("weighting") == "adaptive":
+            scores[name][seed] = evaluate_student(out, eval_data)["mean_recall"]
+            meta = json.loads((out / STUDENT_META).read_text())
+            alphas[name].append(meta["mean_alpha"])
+            step_seconds[name].append(meta["train_seconds"] / meta["steps"])
+            if seed == args.seeds[0] and RECIPES[name].get("weighting", "").startswith("adaptive"):
                 alpha_runs[name] = out
-        table[name] = {
-            "mean_recall": round(statistics.mean(scores), 2),
-            "std": round(statistics.stdev(scores), 2) if len(scores) > 1 else 0.0,
-            "per_seed": scores,
-            "mean_alpha": [round(statistics.mean(a), 3) for a in zip(*alphas)],
+            print(name, seed, round(scores[name][seed], 2), flush=True)
+    table = {
+        name: {
+            "mean_recall": round(statistics.mean(scores[name].values()), 2),
+            "std": round(statistics.stdev(scores[name].values()), 2) if len(args.seeds) > 1 else 0.0,
+            "per_seed": [round(scores[name][s], 2) for s in args.seeds],
+            "mean_alpha": [round(statistics.mean(a), 3) for a in zip(*alphas[name])],
+            "seconds_per_step": round(statistics.mean(step_seconds[name]), 3),
         }
-        print(name, table[name], flush=True)
+        for name in args.recipes
+    }
+    paired = _paired(scores, args.seeds)
+    n_texts = len(load_split(preset["data"], "train").texts()[0])
+    cost = _weighting_cost(args.recipes, len(teachers), student_opts["batch_size"], n_texts)
+    for name in args.recipes:
+        table[name]["weighting_ms_per_step"] = cost[name]
     results = {
         "benchmark": f"ablation-{args.preset}",
         "data": preset["data"],
         "eval_split": preset["eval"],
-        "student": preset["student"],
+        "student": student_opts,
         "teachers": [str(Path(t).resolve().relative_to(ROOT)) for t in teachers],
         "teacher_mean_recall": teacher_scores,
         "seeds": args.seeds,
         "recipes": {n: RECIPES[n] for n in args.recipes},
         "table": table,
+        "paired": paired,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "command": "uv run --frozen --no-sync python benchmarks/ablation.py " + " ".join(argv or sys.argv[1:]),
     }
     md = [
         f"# Ablation on {args.preset} ({preset['eval']} split), {len(args.seeds)} seeds",
         "",
-        f"Student `{preset['student']['student']}`, {preset['student']['epochs']} epochs; mean recall "
-        "(% , mean of I→T and T→I R@1/5/10) as mean ± std over seeds.",
+        f"Student `{student_opts['student']}` at {student_opts.get('image_size') or 'its preset'} px, "
+        f"{student_opts['epochs']:g} epochs; mean recall (%, mean of I→T and T→I R@1/5/10) as mean ± std over "
+        "seeds; paired differences are per seed (same seed, same batches), mean ± standard error; "
+        "s/step is the training step's wall time on this machine (the weighting's own cost included; "
+        "other work shared the 2 cores, so compare within a row's order of magnitude only); solve ms is the "
+        "weighting alone (Gram matrix and solve, median of 20, random gradients of the real shapes: "
+        "K teachers x batch x all training captions).",
         "",
-        "| recipe | mean recall | per seed | mean α over training |",
-        "|---|---:|---|---|",
+        "| recipe | mean recall | per seed | − equal | − best single | mean α over training | s/step | solve ms |",
+        "|---|---:|---|---:|---:|---|---:|---:|",
         *[
-            f"| {n} | {r['mean_recall']:.2f} ± {r['std']:.2f} | {r['per_seed']} | {r['mean_alpha']} |"
+            f"| {n} | {r['mean_recall']:.2f} ± {r['std']:.2f} | {r['per_seed']} | {_pm(paired, n, 'equal')} | "
+            f"{_pm(paired, n, 'best_single')} | {r['mean_alpha']} | {r['seconds_per_step']:.2f} | "
+            f"{r['weighting_ms_per_step']:.1f} |"
             for n, r in table.items()
         ],
+        "",
+        f"Best single teacher (by mean over seeds): {paired.get('best_single_recipe', '—')}.",
         "",
         "Teachers alone (mean recall, same split): "
         + ", ".join(f"{n} ({Path(t).name}) {teacher_scores[n]:.2f}" for n, t in zip(teacher_scores, teachers)),

@@ -99,7 +99,9 @@ def distill(
     teachers: str = typer.Option(..., help="Comma-separated teacher folders or specs: T1,T2."),
     out_dir: Path = typer.Option(..., "--out", help="Student folder to write."),
     data: Optional[str] = typer.Option(None, help="DATA spec."),
-    weighting: Optional[str] = typer.Option(None, help="adaptive|equal|fixed|single|none"),
+    weighting: Optional[str] = typer.Option(
+        None, help="adaptive (min-norm per batch) | adaptive-sample | adaptive-gt | equal | fixed | single | none"
+    ),
     student: Optional[str] = typer.Option(
         None, help="Student preset (ammkd-lite0: ImageNet EfficientNet-Lite0), timm model name, or ARCH:WEIGHTS."
     ),
@@ -108,7 +110,10 @@ def distill(
         None, help="Pretrained student: stem + first N stages frozen, their outputs cached (no crop augmentation)."
     ),
     epochs: Optional[float] = typer.Option(None),
-    tolerance: Optional[float] = typer.Option(None, help="Cap C on a teacher's weight (adaptive)."),
+    tolerance: Optional[float] = typer.Option(None, help="Cap C on a teacher's weight (adaptive schemes)."),
+    gt_margin: Optional[float] = typer.Option(
+        None, help="adaptive-gt: nats above the best teacher's caption cross-entropy still weighed."
+    ),
     fusion: Optional[str] = typer.Option(None, help="concat|network|network+teacher"),
     teacher_outputs: Optional[str] = typer.Option(None, help="cached (fp16 on disk) | online (teachers every step)"),
     feature_weight: Optional[float] = typer.Option(None, help="CLIP-KD feature loss weight (0: off)."),
@@ -136,6 +141,7 @@ def distill(
         frozen_stages=frozen_stages,
         epochs=epochs,
         tolerance=tolerance,
+        gt_margin=gt_margin,
         fusion=fusion,
         teacher_outputs=teacher_outputs,
         feature_weight=feature_weight,

@@ -20,14 +20,18 @@ class ClassVectorTerms(NamedTuple):
     """The class-vector losses of one step and their gradients w.r.t. the student's logits.
 
     kl_grads (K, B, N): the gradient of teacher k's `kl_distill`, T_k * (q - p_k) / B in closed
-    form (d KL(p || softmax(z/T)) / dz = (q - p) / T, times T^2 and 1/B); kls (K,): the KL values;
-    task: the soft cross-entropy against the caption targets; task_grad (B, N): its gradient.
+    form (d KL(p || softmax(z/T)) / dz = (q - p) / T, times T^2 and 1/B); kls (K,): the KL values
+    (batch means of kl_per_sample (K, B)); task: the soft cross-entropy against the caption
+    targets; task_grad (B, N): its gradient; teacher_ce (K, B): each teacher's own cross-entropy
+    against the caption targets, -sum_n target_bn log p_k,bn (nats; how wrong it is on each image).
     """
 
     kl_grads: torch.Tensor
     kls: torch.Tensor
     task: torch.Tensor
     task_grad: torch.Tensor
+    kl_per_sample: torch.Tensor
+    teacher_ce: torch.Tensor
 
 
 @torch.no_grad()
@@ -41,15 +45,17 @@ def class_vector_terms(
     `closed_form_surrogate`) skips autograd through K + 1 softmaxes over N texts."""
     b = student_logits.shape[0]
     log_q = {t: F.log_softmax(student_logits / t, dim=-1) for t in set(temperatures) | {1.0}}
-    grads, kls = [], []
+    grads, kls, ces = [], [], []
     for z, t in zip(teacher_logits, temperatures):
         log_p = F.log_softmax(z / t, dim=-1)
         p = log_p.exp()
         grads.append(t * (log_q[t].exp() - p) / b)
-        kls.append(t**2 * (p * (log_p - log_q[t])).sum(-1).mean())
+        kls.append(t**2 * (p * (log_p - log_q[t])).sum(-1))
+        ces.append(-(target * log_p).sum(-1))
     task = -(target * log_q[1.0]).sum(-1).mean()
     task_grad = (log_q[1.0].exp() * target.sum(-1, keepdim=True) - target) / b
-    return ClassVectorTerms(torch.stack(grads), torch.stack(kls), task, task_grad)
+    kl = torch.stack(kls)
+    return ClassVectorTerms(torch.stack(grads), kl.mean(1), task, task_grad, kl, torch.stack(ces))
 
 
 def closed_form_surrogate(student_logits: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:

@@ -63,7 +63,15 @@ from ammkd.distill.schedule import (
 from ammkd.distill.student import Student, StudentArch, create_student, student_backbone_weights
 from ammkd.distill.teacher_outputs import TEACHER_OUTPUT_MODES, FusedTeacherOutputs, TeacherOutputs
 from ammkd.distill.teachers import Teacher, load_teacher
-from ammkd.distill.weighting import WEIGHTINGS, smooth_weights, teacher_weights
+from ammkd.distill.weighting import (
+    CAPPED,
+    PER_IMAGE,
+    WEIGHTINGS,
+    WeightingInputs,
+    WeightingOptions,
+    smooth_weights,
+    teacher_weights,
+)
 
 STUDENT_WEIGHTS = "student.safetensors"
 FUSION_WEIGHTS = "fusion.safetensors"
@@ -83,6 +91,7 @@ class DistillConfig:
     tolerance: float = 0.6  # cap C on any teacher's weight (AE-KD's tolerance)
     fixed_weights: list[float] | None = None
     single_teacher: int = 0
+    gt_margin: float = 1.0  # adaptive-gt: nats above the best teacher's caption cross-entropy still allowed
     fusion: str = "concat"  # concat | network (trained fused index) | network+teacher (and a fused teacher)
     fusion_dim: int | None = None  # D_f of a fusion network (default: the sum of the teachers' widths)
     fusion_steps: int = 300
@@ -121,7 +130,7 @@ class DistillConfig:
             raise ConfigError(f"distill: unknown weighting {self.weighting!r}; use one of {list(WEIGHTINGS)}")
         if self.fusion not in FUSIONS:
             raise ConfigError(f"distill: unknown fusion {self.fusion!r}; use one of {list(FUSIONS)}")
-        if self.weighting == "adaptive" and k > 1 and not (1.0 / k <= self.tolerance <= 1.0):
+        if self.weighting in CAPPED and k > 1 and not (1.0 / k <= self.tolerance <= 1.0):
             raise ConfigError(f"distill: tolerance must be in [1/{k}, 1] for {k} teachers, got {self.tolerance}")
         if self.weighting == "fixed" and (
             not self.fixed_weights
@@ -138,6 +147,10 @@ class DistillConfig:
             raise ConfigError(f"distill: kd_temperatures needs {k} positive values, one per teacher")
         if not 0 <= self.alpha_ema < 1:
             raise ConfigError(f"distill: alpha_ema must be in [0, 1), got {self.alpha_ema}")
+        if self.alpha_ema > 0 and self.weighting in PER_IMAGE:
+            raise ConfigError(f"distill: alpha_ema smooths batch weights; {self.weighting} weighs each image afresh")
+        if not self.gt_margin >= 0:
+            raise ConfigError(f"distill: gt_margin must be >= 0 nats, got {self.gt_margin}")
         if self.teacher_outputs not in TEACHER_OUTPUT_MODES:
             raise ConfigError(
                 f"distill: unknown teacher_outputs {self.teacher_outputs!r}; use one of {list(TEACHER_OUTPUT_MODES)}"
@@ -298,6 +311,7 @@ def distill(cfg: DistillConfig, out: str | Path, resume: bool = False, overwrite
     rk.barrier()
     t0 = time.time()
     _train_mode(student, cfg.frozen_stages)
+    options = WeightingOptions(cfg.tolerance, cfg.fixed_weights, cfg.single_teacher, cfg.gt_margin)
     for step in progress(range(first, total), f"distilling ({cfg.weighting})"):
         batch = batch_indices(step, len(data), cfg.batch_size, cfg.seed)
         lo, hi = rk.rows(len(batch))
@@ -318,15 +332,21 @@ def distill(cfg: DistillConfig, out: str | Path, resume: bool = False, overwrite
         cv = class_vector_terms(z_t, z_s, temps, _caption_targets(per_image, idx, len(texts)))
         grads = cv.kl_grads.flatten(1).double()
         gram = rk.sum_(grads @ grads.T)  # (K, K) over the global batch
-        raw = teacher_weights(cfg.weighting, gram, cfg.tolerance, cfg.fixed_weights, cfg.single_teacher)
-        alpha = smooth_weights(alpha_state, raw, cfg.alpha_ema)
+        raw = teacher_weights(cfg.weighting, WeightingInputs(gram, cv.kl_grads, cv.teacher_ce), options)
+        if raw.dim() == 2:  # per image (K, B): the logged weights are this process's batch mean
+            alpha_kb, raw = raw, raw.mean(1)
+            alpha = raw
+        else:
+            alpha = smooth_weights(alpha_state, raw, cfg.alpha_ema)
+            alpha_kb = alpha[:, None].expand(-1, len(idx))
         # KD and task terms backpropagate their closed-form gradient w.r.t. z_s (same maths, no
         # autograd through the softmaxes over N texts); the optional terms use autograd
-        dz = cfg.kd_weight * torch.einsum("k,kbn->bn", alpha, cv.kl_grads) + cfg.task_weight * cv.task_grad
+        dz = cfg.kd_weight * torch.einsum("kb,kbn->bn", alpha_kb, cv.kl_grads) + cfg.task_weight * cv.task_grad
         caps = _batch_captions(per_image, idx, step) if cfg.relation_weight > 0 else None
         aux = _auxiliary_losses(cfg, heads, alpha[: len(outputs)], (emb, s_map, z_s), (t_embs, t_maps, z_t), caps)
         aux_loss = sum(w * v for w, v in aux.values())
-        loss = cfg.kd_weight * (alpha @ cv.kls) + cfg.task_weight * cv.task + aux_loss  # the value logged
+        kd = (alpha_kb * cv.kl_per_sample).sum(0).mean()
+        loss = cfg.kd_weight * kd + cfg.task_weight * cv.task + aux_loss  # the value logged
         ckpt.require_finite(loss.detach(), step, "distill")
         opt.zero_grad(set_to_none=True)
         (closed_form_surrogate(z_s, dz) + aux_loss).backward()
@@ -361,6 +381,7 @@ def distill(cfg: DistillConfig, out: str | Path, resume: bool = False, overwrite
         "fusion_dims": [t.dim for t in teachers],
         "fusion_final_loss": round(float(np.mean(fusion_losses[-20:])), 4) if fusion_losses else None,
         "weighting": cfg.weighting,
+        "weighting_options": _weighting_record(cfg),
         "backbone_weights": student_backbone_weights(cfg.student),
         "frozen_stages": cfg.frozen_stages,
         "logit_scale": round(log_scale.exp().item(), 4),
@@ -376,6 +397,28 @@ def distill(cfg: DistillConfig, out: str | Path, resume: bool = False, overwrite
     ckpt.finish()
     rk.barrier()
     return out
+
+
+def _weighting_record(cfg: DistillConfig) -> dict:
+    """The training choices that shape the KD term, for student.json (and the bundle's manifest)."""
+    rec = {
+        "kd_weight": cfg.kd_weight,
+        "task_weight": cfg.task_weight,
+        "kd_temperatures": cfg.kd_temperatures or [cfg.kd_temperature] * cfg.kd_teachers,
+        "alpha_ema": cfg.alpha_ema,
+        "feature_weight": cfg.feature_weight,
+        "relation_weight": cfg.relation_weight,
+        "spectral_weight": cfg.spectral_weight,
+    }
+    if cfg.weighting in CAPPED:
+        rec["tolerance"] = cfg.tolerance
+    if cfg.weighting == "adaptive-gt":
+        rec["gt_margin"] = cfg.gt_margin
+    if cfg.weighting == "fixed":
+        rec["fixed_weights"] = cfg.fixed_weights
+    if cfg.weighting == "single":
+        rec["single_teacher"] = cfg.single_teacher
+    return rec
 
 
 def _frozen_prefix(student: Student, frozen_stages: int | None, images: np.ndarray, sources: list[str]):

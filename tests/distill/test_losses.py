@@ -17,6 +17,10 @@ def test_class_vector_terms_equal_the_losses_and_their_autograd_gradients():
         (g,) = torch.autograd.grad(kl, s)
         assert cv.kls[k].item() == pytest.approx(kl.item(), rel=1e-5)
         assert torch.allclose(g, cv.kl_grads[k], atol=1e-6)
+        for i in range(4):  # per image: the same KL on one row, and the teacher's own caption CE at T_k
+            assert cv.kl_per_sample[k, i].item() == pytest.approx(kl_distill(t[i : i + 1], s[i : i + 1], temp).item())
+            ce = torch.nn.functional.cross_entropy(t[i : i + 1] / temp, target[i : i + 1])
+            assert cv.teacher_ce[k, i].item() == pytest.approx(ce.item(), rel=1e-5)
     task = torch.nn.functional.cross_entropy(s, target)  # probabilities as targets
     (g,) = torch.autograd.grad(task, s)
     assert cv.task.item() == pytest.approx(task.item(), rel=1e-6)

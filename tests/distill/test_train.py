@@ -28,6 +28,31 @@ def test_student_folder_round_trips(pipeline):
     assert config["tolerance"] == 0.6 and config["data"] == TINY_DATA
 
 
+@pytest.mark.parametrize("weighting", ["adaptive-sample", "adaptive-gt"])
+def test_per_image_weightings_train_and_record_their_options(pipeline, tmp_path, weighting):
+    cfg = DistillConfig(
+        teachers=[str(pipeline["vit"]), str(pipeline["rn"])],
+        data=TINY_DATA,
+        student="ammkd-mnv3-small-050",
+        weighting=weighting,
+        tolerance=0.7,
+        gt_margin=0.2,
+        epochs=2,
+        batch_size=32,
+    )
+    out = distill(cfg, tmp_path / weighting)
+    log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    # batch means of per-image weights: on the simplex, inside [1 - C, C] only where every image was solved with
+    # both teachers (adaptive-sample); adaptive-gt may give an image's whole weight to one teacher
+    assert all(abs(sum(rec["alpha"]) - 1) < 1e-5 for rec in log)
+    if weighting == "adaptive-sample":
+        assert all(0.3 - 1e-5 <= a <= 0.7 + 1e-5 for rec in log for a in rec["alpha"])
+    meta = json.loads((out / "student.json").read_text())
+    assert meta["weighting"] == weighting and meta["weighting_options"]["tolerance"] == 0.7
+    assert ("gt_margin" in meta["weighting_options"]) == (weighting == "adaptive-gt")
+    assert evaluate(str(out), TINY_DATA, "train")["mean_recall"] > 2 * chance_mean_recall(240)
+
+
 @pytest.mark.parametrize(
     "kwargs,message",
     [
@@ -37,6 +62,9 @@ def test_student_folder_round_trips(pipeline):
         ({"teachers": ["a", "b"], "weighting": "fixed"}, "fixed_weights"),
         ({"teachers": ["a", "b"], "kd_temperatures": [1.0]}, "one per teacher"),
         ({"teachers": ["a", "b"], "alpha_ema": 1.0}, "alpha_ema"),
+        ({"teachers": ["a", "b"], "alpha_ema": 0.5, "weighting": "adaptive-gt"}, "weighs each image afresh"),
+        ({"teachers": ["a", "b"], "gt_margin": -1.0, "weighting": "adaptive-gt"}, "gt_margin"),
+        ({"teachers": ["a", "b"], "tolerance": 0.4, "weighting": "adaptive-sample"}, "tolerance"),
         ({"teachers": ["a", "b"], "teacher_outputs": "sometimes"}, "teacher_outputs"),
         ({"teachers": ["a", "b"], "spectral_weight": 1.0}, "spectral_weight needs teacher_outputs='online'"),
         ({"teachers": ["a", "b"], "feature_weight": -1.0}, "loss weights"),
