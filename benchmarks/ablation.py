@@ -36,9 +36,10 @@ from ammkd.common.files import atomic_write
 from ammkd.distill.data import load_split, without_split
 from ammkd.distill.evaluate import evaluate_student, evaluate_teacher
 from ammkd.distill.schedule import read_log
+from ammkd.distill.student_folder import STUDENT_META
 from ammkd.distill.teacher_training import TeacherConfig, train_teacher
 from ammkd.distill.teachers import load_teacher
-from ammkd.distill.train import STUDENT_META, DistillConfig, distill
+from ammkd.distill.train import DistillConfig, distill
 
 ROOT = Path(__file__).resolve().parents[1]
 FLICKR = ROOT.parent / "shared" / "data" / "flickr8k"
@@ -129,7 +130,7 @@ def _weighting_cost(recipes: list[str], k: int, batch: int, n_texts: int, repeat
     for name in recipes:
         r = RECIPES[name]
         scheme = r.get("weighting", "equal")
-        opts = WeightingOptions(fixed=r.get("fixed_weights", [1.0] * k), margin=r.get("gt_margin", 1.0))
+        opts = WeightingOptions(fixed_weights=r.get("fixed_weights", [1.0] * k), gt_margin=r.get("gt_margin", 1.0))
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()

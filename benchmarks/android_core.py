@@ -48,9 +48,9 @@ from bench_util import cpu_model, relative, write_results  # noqa: E402
 from PIL import Image  # noqa: E402
 from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
 
-from ammkd.mobile_runtime.latency import summarize_ms  # noqa: E402
+from ammkd.bundle.search import topk  # noqa: E402
 from ammkd.mobile_runtime.retriever import Retriever  # noqa: E402
-from ammkd.mobile_runtime.search import topk  # noqa: E402
+from ammkd.tools.latency import summarize_ms  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 POM = ROOT / "android_demo" / "core" / "pom.xml"

@@ -2,7 +2,7 @@
 
     uv run --frozen --no-sync python benchmarks/bench.py --bundle runs/bench-export/demo/quantized --name demo
 
-Each target of the bundle in a fresh worker process (`mobile_runtime.bench.bench_bundle`): load
+Each target of the bundle in a fresh worker process (`tools.bench.bench_bundle`): load
 time, batch-1 latency (warm-up, then `--runs` timed runs), throughput, peak resident memory;
 and the exact index search the apps run. Writes `results/bench_<name>.{json,md}`.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bench_util import cpu_model, relative, write_results
 
-from ammkd.mobile_runtime.bench import bench_bundle
+from ammkd.tools.bench import bench_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -27,14 +27,14 @@ import numpy as np
 import torch
 from bench_util import write_results
 
+from ammkd.bundle.backends import open_image_encoder, why_not_runnable_here
+from ammkd.bundle.format import BundleReader
 from ammkd.common.files import atomic_write
-from ammkd.distill.evaluate import evaluate, evaluate_bundle
 from ammkd.distill.teachers import TeacherImageEncoder, load_teacher
-from ammkd.export.bundle import macs_per_image
-from ammkd.export.bundle_format import BundleReader
+from ammkd.export.exporter import macs_per_image
 from ammkd.export.onnx_export import export_onnx
-from ammkd.mobile_runtime.backends import open_image_encoder, why_not_runnable_here
-from ammkd.mobile_runtime.latency import measure_latency
+from ammkd.tools.evaluate import evaluate, evaluate_bundle
+from ammkd.tools.latency import measure_latency
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = "open_clip ViT-B-32 (onnx fp32)"
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
     size = bundle.manifest["input"]["size"]
     rows = _teacher_models(args.teachers.split(","), size, args.work) + _student_models(bundle)
 
-    from ammkd.mobile_runtime.backends import OnnxImageEncoder
+    from ammkd.bundle.backends import OnnxImageEncoder
 
     for r in rows:  # encoders, one thread each
         if r["kind"] == "teacher":

@@ -20,13 +20,14 @@ from pathlib import Path
 
 from bench_util import write_results
 
-from ammkd.cli.demo import PRESETS
-from ammkd.distill.evaluate import evaluate
-from ammkd.distill.train import STUDENT_META, DistillConfig, distill
+from ammkd.distill.student_folder import STUDENT_META
+from ammkd.distill.train import DistillConfig, distill
+from ammkd.tools.demo import load_demo_preset
+from ammkd.tools.evaluate import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = PRESETS["default"]["students"]["rn-feature"]  # the recipe `make demo` uses: one definition
-DATA = PRESETS["default"]["data"]
+DEMO = load_demo_preset("default")["students"]["rn-feature"]  # the recipe `make demo` uses: one definition
+DATA = load_demo_preset("default")["data"]
 BASE = {"batch_size": 128}
 SMALL, LARGE = {"student": "ammkd-mnv3-small"}, {"student": "ammkd-mnv3-large"}
 RN_ALONE = {"weighting": "single", "single_teacher": 1}  # teachers in order vit, rn

@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 from bench_util import relative, write_results
 
-from ammkd.export.bundle import ExportConfig, export_bundle
-from ammkd.export.bundle_format import BundleReader
-from ammkd.mobile_runtime.backends import OnnxImageEncoder
-from ammkd.mobile_runtime.latency import measure_latency
+from ammkd.bundle.backends import OnnxImageEncoder
+from ammkd.bundle.format import BundleReader
+from ammkd.export.exporter import ExportConfig, export_bundle
+from ammkd.tools.latency import measure_latency
 
 ROOT = Path(__file__).resolve().parents[1]
 

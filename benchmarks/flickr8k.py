@@ -37,9 +37,10 @@ from ammkd.common.files import atomic_write_json
 from ammkd.distill.curves import plot_learning_curve
 from ammkd.distill.data import load_split
 from ammkd.distill.evaluate import evaluate_student, evaluate_teacher
+from ammkd.distill.student_folder import STUDENT_META
 from ammkd.distill.teacher_training import TeacherConfig, train_teacher
 from ammkd.distill.teachers import load_teacher
-from ammkd.distill.train import STUDENT_META, DistillConfig, distill
+from ammkd.distill.train import DistillConfig, distill
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT_TOWER = "hf:all-MiniLM-L6-v2"

@@ -36,7 +36,7 @@ from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
 
 from ammkd.common.files import atomic_write  # noqa: E402
 from ammkd.mobile_runtime.index import ExactIndex, FaissIndex, FaissParams, recall_at_k  # noqa: E402
-from ammkd.mobile_runtime.latency import summarize_ms  # noqa: E402
+from ammkd.tools.latency import summarize_ms  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 K = 10

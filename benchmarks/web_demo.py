@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from ammkd.common.files import atomic_write, atomic_write_json
-from ammkd.mobile_runtime.latency import summarize_ms
 from ammkd.mobile_runtime.retriever import Retriever
-from ammkd.mobile_runtime.serve import make_server
+from ammkd.tools.latency import summarize_ms
+from ammkd.tools.serve import make_server
 
 ROOT = Path(__file__).resolve().parents[1]
 DRIVER = ROOT / "web_demo" / "tests" / "drive.mjs"

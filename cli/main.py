@@ -65,8 +65,8 @@ def teachers_train(
 ):
     """Contrastively train one teacher (open_clip ClipLoss) on the train split."""
     from ammkd.common.config import load_config
-    from ammkd.distill.evaluate import evaluate
     from ammkd.distill.teacher_training import TeacherConfig, train_teacher
+    from ammkd.tools.evaluate import evaluate
 
     if preset and model:
         raise AmmkdError("give --preset or --model, not both")
@@ -127,8 +127,8 @@ def distill(
     """Distil a student from the teachers (AMMKD: KL over class vectors, adaptive weights)."""
     from ammkd.common.config import load_config
     from ammkd.distill.distributed import ranks
-    from ammkd.distill.evaluate import evaluate
     from ammkd.distill.train import DistillConfig, distill as run
+    from ammkd.tools.evaluate import evaluate
 
     cfg = load_config(
         DistillConfig,
@@ -167,7 +167,7 @@ def eval_cmd(
 ):
     """Image->text and text->image Recall@1/5/10 on a held-out split."""
     from ammkd.distill.data import load_split
-    from ammkd.distill.evaluate import evaluate_on
+    from ammkd.tools.evaluate import evaluate_on
 
     images = load_split(data, split)
     metrics = evaluate_on(model, images, skip_bad)
@@ -201,9 +201,9 @@ def export(
     config: Optional[Path] = typer.Option(None, help="YAML/TOML/JSON ExportConfig; options override it."),
 ):
     """Export the student and its class-vector index to a verified bundle."""
+    from ammkd.bundle.format import BundleReader
     from ammkd.common.config import load_config
-    from ammkd.export.bundle import ExportConfig, export_bundle
-    from ammkd.export.bundle_format import BundleReader
+    from ammkd.export.exporter import ExportConfig, export_bundle
 
     cfg = load_config(
         ExportConfig,
@@ -305,7 +305,8 @@ def search(
 
 
 def _search_gallery(r, gallery: Path, text: str, k: int, rebuild: bool, as_json: bool) -> None:
-    from ammkd.mobile_runtime.gallery import find_text, update_gallery
+    from ammkd.bundle.texts import find_text
+    from ammkd.mobile_runtime.gallery import update_gallery
 
     tid = find_text(r.texts, text)  # before any embedding: a typo fails at once
     update = update_gallery(r, gallery, rebuild)
@@ -346,9 +347,10 @@ def verify(
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Run the bundle's golden inputs through every backend present; exit 1 if one disagrees."""
+    from ammkd.export.mil_reference import mil_reference_predict  # Core ML off macOS: needs PyTorch
     from ammkd.mobile_runtime.verify import verify_bundle
 
-    report = verify_bundle(bundle, threads)
+    report = verify_bundle(bundle, threads, coreml_reference=mil_reference_predict)
     if as_json:
         print(json.dumps(report))
     else:
@@ -400,7 +402,7 @@ def bench(
     from ammkd.common.errors import ConfigError
 
     if parse_phone_results is not None:
-        from ammkd.mobile_runtime.phone_bench import parse_phone_results as parse
+        from ammkd.tools.phone_bench import parse_phone_results as parse
 
         r = parse(parse_phone_results)
         if as_json:
@@ -412,12 +414,12 @@ def bench(
     if bundle is None:
         raise ConfigError("bench: give --bundle B (or --parse-phone-results DIR)")
     if emit_phone_scripts is not None:
-        from ammkd.mobile_runtime.phone_bench import emit_phone_scripts as emit
+        from ammkd.tools.phone_bench import emit_phone_scripts as emit
 
         folder = emit(bundle, emit_phone_scripts, runs=runs)
         out.print(f"phone benchmark scripts in [bold]{escape(str(folder))}[/bold]; see {folder / 'README.md'}")
         return
-    from ammkd.mobile_runtime.bench import bench_bundle
+    from ammkd.tools.bench import bench_bundle
 
     r = bench_bundle(bundle, threads, warmup, runs, batch)
     if as_json:
@@ -466,16 +468,41 @@ def _print_bench_rows(title: str, rows: list[dict]) -> None:
     out.print(table)
 
 
+def print_summary(s: dict, console) -> None:
+    """The demo's summary (tools/demo.py `run_demo`) as a table, then the bundle and an example search."""
+    from rich.table import Table
+
+    keys = ["i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10", "mean_recall"]
+    table = Table(title=f"ammkd demo ({s['preset']}, {s['data']} val split, recall in %)")
+    for col in ["model", "params M", "i2t@1", "i2t@5", "i2t@10", "t2i@1", "t2i@5", "t2i@10", "mean", "ONNX ms"]:
+        table.add_column(col, justify="left" if col == "model" else "right", no_wrap=col == "model")
+    for name, m in s["rows"].items():
+        table.add_row(
+            name,
+            f"{m['params_M']:.2f}" if "params_M" in m else "",
+            *[f"{m[k]:.1f}" for k in keys],
+            f"{m['onnx_ms']:.2f}" if "onnx_ms" in m else "",
+        )
+    console.print(table)
+    p = s["parity"]
+    console.print(
+        f"bundle: [bold]{s['bundle']}[/bold] ({s['bundle_MB']:.2f} MB); ONNX vs PyTorch cosine min "
+        f"{p['cosine_min']:.6f}, top-1 agreement {p['top1_agreement']:.3f}"
+    )
+    console.print(f"search {s['example']['image']}: " + "; ".join(f"{t} ({sc:.3f})" for t, sc in s["example"]["top3"]))
+    console.print(f"finished in {s['seconds']:.0f} s")
+
+
 @app.command()
 def demo(
-    preset: str = typer.Option("default", help="smoke (< 3 min) or default (< 15 min on 2 cores)."),
+    preset: str = typer.Option("default", help="smoke (< 3 min on 2 cores) or default (about half an hour)."),
     out_dir: Optional[Path] = typer.Option(
         None, "--out", help="Run folder (runs/demo, or runs/demo-PRESET for other presets)."
     ),
     as_json: bool = typer.Option(False, "--json"),
 ):
     """The whole pipeline on the embedded synthetic data: teachers, student, bundle, search."""
-    from ammkd.cli.demo import print_summary, run_demo
+    from ammkd.tools.demo import run_demo
 
     result = run_demo(preset, out_dir, log=lambda msg: err.print(msg))
     if as_json:
@@ -491,7 +518,7 @@ def serve(
     port: int = typer.Option(8000, min=0, max=65535, help="Port (0: a free one, printed)."),
 ):
     """Serve the browser demo (web_demo/) and a bundle over local HTTP, read-only."""
-    from ammkd.mobile_runtime.serve import serve as serve_bundle
+    from ammkd.tools.serve import serve as serve_bundle
 
     serve_bundle(bundle, host, port, print_fn=out.print)
 

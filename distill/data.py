@@ -24,13 +24,13 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from ammkd.bundle.format import InputSpec
+from ammkd.bundle.preprocess import load_rgb, to_uint8_chw
 from ammkd.common.errors import DataError
 from ammkd.common.files import atomic_save_npy, atomic_write_json
 from ammkd.common.paths import cache_dir
 from ammkd.common.progress import progress
 from ammkd.distill import synthetic
-from ammkd.export.bundle_format import InputSpec
-from ammkd.mobile_runtime.preprocess import load_rgb, to_uint8_chw
 
 DEFAULT_SYNTHETIC_IMAGES = 4000
 SYNTHETIC_SEED = 0

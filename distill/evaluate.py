@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 if TYPE_CHECKING:
-    from ammkd.distill.data import ImageTextData
+    pass
 
 KS = (1, 5, 10)
 
@@ -85,8 +85,8 @@ def evaluate_teacher(teacher, data, images: np.ndarray | None = None, skip_bad: 
 def evaluate_student(model_dir, data, skip_bad: bool = False) -> dict[str, float]:
     """A student folder: its image embeddings against the fused class vectors of the captions."""
     from ammkd.distill.data import image_tensor
+    from ammkd.distill.student_folder import fused_text_vectors, load_fusion, load_student
     from ammkd.distill.teachers import load_teacher
-    from ammkd.distill.train import fused_text_vectors, load_fusion, load_student
 
     student, meta = load_student(model_dir)
     images, data, _ = image_tensor(data, student.arch.input_spec, skip_bad)
@@ -97,55 +97,3 @@ def evaluate_student(model_dir, data, skip_bad: bool = False) -> dict[str, float
     teachers = [load_teacher(t) for t in meta["teachers"]]
     fused = fused_text_vectors(teachers, unique, meta["fusion"], load_fusion(model_dir, meta))
     return recall_at_k(img, fused, per_image)
-
-
-def evaluate_bundle(
-    bundle_dir, data, skip_bad: bool = False, backend: str = "auto", quantization: str | None = None
-) -> dict[str, float]:
-    """A bundle through its runtime: the image embeddings of one of its targets (`backend`,
-    `quantization` as in `Retriever.open`) against its fp16 index rows.
-
-    Every caption of `data` must be in the bundle's text set (the student has no text encoder).
-    """
-    from ammkd.common.errors import DataError
-    from ammkd.distill.data import image_tensor
-    from ammkd.mobile_runtime.preprocess import uint8_to_input
-    from ammkd.mobile_runtime.retriever import Retriever
-
-    r = Retriever.open(bundle_dir, backend=backend, quantization=quantization)
-    spec = r.bundle.input_spec
-    images, data, _ = image_tensor(data, spec, skip_bad)
-    emb = r.encoder.embed(uint8_to_input(images, spec))
-    texts, per_image = data.texts()
-    row = {t: i for i, t in enumerate(r.texts)}
-    missing = [t for t in texts if t not in row]
-    if missing:
-        raise DataError(
-            f"{bundle_dir}: {len(missing)} caption(s) of {data.name} are not in the bundle's "
-            f"text set, e.g. {missing[0]!r}; evaluate the student folder instead"
-        )
-    return recall_at_k(emb, r.index[[row[t] for t in texts]], per_image)
-
-
-def evaluate(model: str, data_spec: str, split: str = "val", skip_bad: bool = False) -> dict[str, float]:
-    """Recall of `model` on `split` of a DATA spec (a split named in the spec wins)."""
-    from ammkd.distill.data import load_split
-
-    return evaluate_on(model, load_split(data_spec, split), skip_bad)
-
-
-def evaluate_on(model: str, data: ImageTextData, skip_bad: bool = False) -> dict[str, float]:
-    """Dispatch on what `model` is: a bundle, a student folder, or a teacher (folder or spec).
-    With `skip_bad`, unreadable images (and their captions) are left out of the evaluation."""
-    from pathlib import Path
-
-    from ammkd.distill.teachers import load_teacher
-    from ammkd.distill.train import STUDENT_META
-    from ammkd.export.bundle_format import MANIFEST
-
-    path = Path(model)
-    if (path / MANIFEST).is_file():
-        return evaluate_bundle(path, data, skip_bad)
-    if (path / STUDENT_META).is_file():
-        return evaluate_student(path, data, skip_bad)
-    return evaluate_teacher(load_teacher(model), data, skip_bad=skip_bad)

@@ -14,10 +14,10 @@ import timm
 import torch
 import torch.nn as nn
 
+from ammkd.bundle.format import InputSpec
 from ammkd.common.errors import ConfigError
 from ammkd.distill.frozen_prefix import suffix_forward
 from ammkd.distill.pretrained import load_weights, parse_image_tower, tower_input
-from ammkd.export.bundle_format import InputSpec
 
 PRESET_DIR = Path(__file__).with_name("presets") / "students"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

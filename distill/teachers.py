@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
+from ammkd.bundle.format import InputSpec
 from ammkd.common.errors import ConfigError
 from ammkd.common.files import atomic_write, atomic_write_json, sha256_file
 from ammkd.common.progress import progress
@@ -44,7 +45,6 @@ from ammkd.distill.text_towers import (
     resolve_hf_dir,
     timm_tower_cfg,
 )
-from ammkd.export.bundle_format import InputSpec
 
 PRESET_DIR = Path(__file__).with_name("presets") / "teachers"
 CONFIG_FILE = "open_clip_config.json"

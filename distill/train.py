@@ -21,22 +21,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from ammkd.common.config import check_schedule, save_config
-from ammkd.common.errors import ConfigError, DataError
-from ammkd.common.files import append_jsonl, atomic_save_npy, atomic_write, atomic_write_json
+from ammkd.common.errors import ConfigError
+from ammkd.common.files import append_jsonl, atomic_write, atomic_write_json
 from ammkd.common.progress import progress
 from ammkd.distill.augment import Augment
-from ammkd.distill.class_vectors import class_vectors
 from ammkd.distill.curves import plot_learning_curve
-from ammkd.distill.data import image_tensor, load_split, without_split
+from ammkd.distill.data import image_tensor, load_split
 from ammkd.distill.distributed import ranks
 from ammkd.distill.feature_heads import FeatureHeads
 from ammkd.distill.frozen_prefix import bn_eval, cached_prefix_outputs, freeze_prefix, prefix_batch
 from ammkd.distill.fusion import (
     FUSIONS,
-    FusionNetwork,
     fuse_class_vectors,
     fused_dim,
     train_fusion,
@@ -60,7 +58,13 @@ from ammkd.distill.schedule import (
     step_rng,
     total_steps,
 )
-from ammkd.distill.student import Student, StudentArch, create_student, student_backbone_weights
+from ammkd.distill.student import Student, create_student, student_backbone_weights
+from ammkd.distill.student_folder import (
+    FUSION_WEIGHTS,
+    STUDENT_META,
+    STUDENT_WEIGHTS,
+    write_index,
+)
 from ammkd.distill.teacher_outputs import TEACHER_OUTPUT_MODES, FusedTeacherOutputs, TeacherOutputs
 from ammkd.distill.teachers import Teacher, load_teacher
 from ammkd.distill.weighting import (
@@ -72,12 +76,6 @@ from ammkd.distill.weighting import (
     smooth_weights,
     teacher_weights,
 )
-
-STUDENT_WEIGHTS = "student.safetensors"
-FUSION_WEIGHTS = "fusion.safetensors"
-STUDENT_META = "student.json"
-INDEX_TEXTS = "index_texts.json"
-INDEX_VECTORS = "index_vectors.npy"
 
 
 @dataclass
@@ -177,32 +175,6 @@ class DistillConfig:
             )
 
 
-def fused_text_vectors(
-    teachers: list[Teacher], texts: list[str], fusion: str = "concat", net: FusionNetwork | None = None
-) -> np.ndarray:
-    """(N, D_f) fused class vectors of `texts`: what the student's embeddings are matched against."""
-    vecs = [class_vectors(t, texts) for t in teachers]
-    if net is None:
-        return fuse_class_vectors(vecs, fusion)
-    with torch.no_grad():
-        return net.texts([torch.from_numpy(v) for v in vecs]).numpy()
-
-
-def load_fusion(model_dir: str | Path, meta: dict) -> FusionNetwork | None:
-    """The trained fusion network of a student folder (None for the parameter-free concat)."""
-    if not uses_network(meta.get("fusion", "concat")):
-        return None
-    path = Path(model_dir) / FUSION_WEIGHTS
-    if not path.is_file():
-        raise ConfigError(f"{path}: missing; the student folder is incomplete (re-run ammkd distill)")
-    net = FusionNetwork(meta["fusion_dims"], meta["arch"]["embed_dim"])
-    try:
-        net.load_state_dict(load_file(str(path)))
-    except (RuntimeError, OSError) as e:
-        raise ConfigError(f"{path}: does not load into the fusion network in {STUDENT_META} ({e})") from None
-    return net.eval().requires_grad_(False)
-
-
 def _caption_targets(per_image: list[list[int]], idx: torch.Tensor, n_texts: int) -> torch.Tensor:
     """(B, N) target distribution: uniform over each image's captions (a repeated caption counts twice)."""
     target = torch.zeros(len(idx), n_texts)
@@ -210,26 +182,6 @@ def _caption_targets(per_image: list[list[int]], idx: torch.Tensor, n_texts: int
         ids = torch.tensor(per_image[i])
         target[row].index_add_(0, ids, torch.full((len(ids),), 1.0 / len(ids)))
     return target
-
-
-def load_student(model_dir: str | Path) -> tuple[Student, dict]:
-    """Rebuild a trained student from its folder: (model in eval mode, student.json metadata)."""
-    model_dir = Path(model_dir)
-    meta_path = model_dir / STUDENT_META
-    if not meta_path.is_file():
-        raise ConfigError(f"{model_dir}: not a student folder (no {STUDENT_META})")
-    weights = model_dir / STUDENT_WEIGHTS
-    if not weights.is_file():
-        raise ConfigError(f"{weights}: missing; the student folder is incomplete (re-run ammkd distill)")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        student = Student(StudentArch(**meta["arch"]))
-        student.load_state_dict(load_file(str(weights)))
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
-        raise ConfigError(f"{meta_path}: unreadable student metadata ({type(e).__name__}: {e})") from None
-    except (RuntimeError, OSError) as e:  # safetensors header errors, shape mismatches
-        raise ConfigError(f"{weights}: does not load into the architecture in {STUDENT_META} ({e})") from None
-    return student.eval(), meta
 
 
 def distill(cfg: DistillConfig, out: str | Path, resume: bool = False, overwrite: bool = False) -> Path:
@@ -372,7 +324,7 @@ def distill(cfg: DistillConfig, out: str | Path, resume: bool = False, overwrite
     if fusion_net is not None:
         fusion_state = {k: v.detach().contiguous() for k, v in fusion_net.state_dict().items()}
         atomic_write(out / FUSION_WEIGHTS, lambda tmp: save_file(fusion_state, str(tmp)))
-    _write_index(out, teachers, cfg, fusion_net)
+    write_index(out, teachers, cfg.data, cfg.fusion, fusion_net)
     meta = {
         "arch": student.arch.to_dict(),
         "teachers": [str(Path(t).resolve()) if Path(t).is_dir() else t for t in cfg.teachers],
@@ -502,19 +454,3 @@ def _teacher_id(t: Teacher) -> str:
     if t.fingerprint.endswith(":random-init") or not Path(t.name).is_dir():
         return t.fingerprint
     return f"{Path(t.name).name}@sha256:{t.fingerprint[:16]}"
-
-
-def _write_index(out: Path, teachers: list[Teacher], cfg: DistillConfig, net: FusionNetwork | None) -> None:
-    """The deployable text set: every caption of every split of the dataset (also when cfg.data
-    names the train split), plus the class prompts, fused."""
-    texts: dict[str, None] = {}
-    for split in ("train", "val", "test"):
-        try:
-            d = load_split(without_split(cfg.data), split)
-        except DataError:  # a dataset without this split: nothing to add
-            continue
-        texts.update(dict.fromkeys(d.texts()[0]))
-        texts.update(dict.fromkeys(d.class_prompts))
-    texts_list = list(texts)
-    atomic_write_json(out / INDEX_TEXTS, texts_list)
-    atomic_save_npy(out / INDEX_VECTORS, fused_text_vectors(teachers, texts_list, cfg.fusion, net))

@@ -34,13 +34,14 @@ class WeightingInputs(NamedTuple):
 
 
 class WeightingOptions(NamedTuple):
-    """cap: C on any teacher's weight (adaptive schemes); fixed: weights of `fixed`; single: the
-    teacher of `single`; margin: nats of `adaptive-gt`."""
+    """The DistillConfig fields a scheme reads, under the same names: tolerance (C, the cap on any
+    teacher's weight: adaptive schemes), fixed_weights (`fixed`), single_teacher (`single`),
+    gt_margin (nats: `adaptive-gt`)."""
 
-    cap: float = 0.6
-    fixed: list[float] | None = None
-    single: int = 0
-    margin: float = 1.0
+    tolerance: float = 0.6
+    fixed_weights: list[float] | None = None
+    single_teacher: int = 0
+    gt_margin: float = 1.0
 
 
 def project_capped_simplex(v: torch.Tensor, cap: float | torch.Tensor, iters: int = 60) -> torch.Tensor:
@@ -56,22 +57,22 @@ def project_capped_simplex(v: torch.Tensor, cap: float | torch.Tensor, iters: in
     return (v - 0.5 * (lo + hi)).clamp(min=0).minimum(cap)
 
 
-def min_norm_weights(grads: torch.Tensor, cap: float = 0.6, iters: int = 200) -> torch.Tensor:
-    """grads (K, P) -> weights (K,) on the capped simplex minimising ||weights @ grads||^2."""
+def min_norm_weights(grads: torch.Tensor, tolerance: float = 0.6, iters: int = 200) -> torch.Tensor:
+    """grads (K, P) -> weights (K,) on the capped simplex (cap C = tolerance) minimising ||weights @ grads||^2."""
     g = grads.double().reshape(grads.shape[0], -1)
-    return min_norm_from_gram(g @ g.T, cap, iters).to(grads.dtype)
+    return min_norm_from_gram(g @ g.T, tolerance, iters).to(grads.dtype)
 
 
-def min_norm_from_gram(gram: torch.Tensor, cap: float = 0.6, iters: int = 200) -> torch.Tensor:
+def min_norm_from_gram(gram: torch.Tensor, tolerance: float = 0.6, iters: int = 200) -> torch.Tensor:
     """The same problem from the Gram matrix G = g g^T (K, K): ||a @ g||^2 = a^T G a.
 
     Gradients flattened over a batch have dot products that are sums over its samples, so
     data-parallel ranks all-reduce their local G and all solve the same global problem.
     Returns float32 (K,)."""
     k = gram.shape[0]
-    if cap * k < 1 - 1e-9:
-        raise ValueError(f"tolerance cap {cap} is infeasible for {k} teachers (needs cap >= 1/{k})")
-    return min_norm_batched(gram[None], torch.full((1, k), cap, dtype=torch.float64), iters)[0]
+    if tolerance * k < 1 - 1e-9:
+        raise ValueError(f"tolerance {tolerance} is infeasible for {k} teachers (needs tolerance >= 1/{k})")
+    return min_norm_batched(gram[None], torch.full((1, k), tolerance, dtype=torch.float64), iters)[0]
 
 
 def min_norm_batched(gram: torch.Tensor, upper: torch.Tensor, iters: int = 200) -> torch.Tensor:
@@ -102,26 +103,26 @@ def _per_image_gram(grads: torch.Tensor) -> torch.Tensor:
     return torch.einsum("kbn,jbn->bkj", g, g)
 
 
-def _caps(eligible: torch.Tensor, cap: float) -> torch.Tensor:
+def _caps(eligible: torch.Tensor, tolerance: float) -> torch.Tensor:
     """Per-image caps (B, K) from a mask (B, K) of the teachers allowed: C for each allowed one,
     relaxed to 1 / (number allowed) where C could not reach a sum of 1; 0 for the others."""
     n = eligible.sum(-1, keepdim=True).clamp(min=1).double()
-    return torch.where(eligible, torch.maximum(torch.full_like(n, cap), 1 / n), 0.0)
+    return torch.where(eligible, torch.maximum(torch.full_like(n, tolerance), 1 / n), 0.0)
 
 
 def _adaptive(x: WeightingInputs, o: WeightingOptions) -> torch.Tensor:
-    return min_norm_from_gram(x.gram, o.cap)
+    return min_norm_from_gram(x.gram, o.tolerance)
 
 
 def _adaptive_sample(x: WeightingInputs, o: WeightingOptions) -> torch.Tensor:
     k, b = x.teacher_ce.shape
-    return min_norm_batched(_per_image_gram(x.grads), _caps(torch.ones(b, k, dtype=torch.bool), o.cap)).T
+    return min_norm_batched(_per_image_gram(x.grads), _caps(torch.ones(b, k, dtype=torch.bool), o.tolerance)).T
 
 
 def _adaptive_gt(x: WeightingInputs, o: WeightingOptions) -> torch.Tensor:
     ce = x.teacher_ce.T  # (B, K)
-    eligible = ce <= ce.min(-1, keepdim=True).values + o.margin
-    return min_norm_batched(_per_image_gram(x.grads), _caps(eligible, o.cap)).T
+    eligible = ce <= ce.min(-1, keepdim=True).values + o.gt_margin
+    return min_norm_batched(_per_image_gram(x.grads), _caps(eligible, o.tolerance)).T
 
 
 def _equal(x: WeightingInputs, o: WeightingOptions) -> torch.Tensor:
@@ -130,12 +131,12 @@ def _equal(x: WeightingInputs, o: WeightingOptions) -> torch.Tensor:
 
 
 def _fixed(x: WeightingInputs, o: WeightingOptions) -> torch.Tensor:
-    w = torch.tensor(o.fixed, dtype=torch.float32)
+    w = torch.tensor(o.fixed_weights, dtype=torch.float32)
     return w / w.sum()
 
 
 def _single(x: WeightingInputs, o: WeightingOptions) -> torch.Tensor:
-    return torch.nn.functional.one_hot(torch.tensor(o.single), x.gram.shape[0]).float()
+    return torch.nn.functional.one_hot(torch.tensor(o.single_teacher), x.gram.shape[0]).float()
 
 
 def _none(x: WeightingInputs, o: WeightingOptions) -> torch.Tensor:

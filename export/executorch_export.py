@@ -161,7 +161,8 @@ def _partitioner(delegate: str, coreml_min_target: str):
     from executorch.backends.apple.coreml.compiler import CoreMLBackend
     from executorch.backends.apple.coreml.partition import CoreMLPartitioner
 
-    from ammkd.export.coreml_export import COREML_TARGETS, coremltools_quietly
+    from ammkd.bundle.coreml_package import coremltools_quietly
+    from ammkd.export.coreml_export import COREML_TARGETS
 
     if coreml_min_target not in COREML_TARGETS:
         raise ConfigError(f"Core ML deployment target {coreml_min_target!r} unknown; use one of {list(COREML_TARGETS)}")

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ammkd.bundle.backends import OnnxImageEncoder
+from ammkd.bundle.parity import parity
 from ammkd.export.onnx_export import SESSION_CONFIG, count_convs, quantize_onnx
-from ammkd.export.parity import parity
-from ammkd.mobile_runtime.backends import OnnxImageEncoder
 
 SEARCH_STEP = 3  # one MBConv block: expand, depthwise, project
 MARGIN = 0.01  # probe agreement needed above the gate's bound

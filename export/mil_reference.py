@@ -15,8 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ammkd.bundle.coreml_package import check_images, coremltools_quietly, describe_coreml, load_spec, quiet
 from ammkd.common.errors import ExportError
-from ammkd.export.coreml_export import check_images, coremltools_quietly, describe_coreml, load_spec, quiet
 
 
 def _load_program(source):

@@ -15,11 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ammkd.bundle.format import INPUT_NAME, OUTPUT_NAME
 from ammkd.common.errors import ConfigError, ExportError
 from ammkd.common.quiet import quiet
 
-INPUT_NAME = "image"
-OUTPUT_NAME = "embedding"
 MIN_OPSET = 17
 ONNX_QUANTIZATIONS = ("none", "fp16", "int8", "int8-dynamic", "int8-weights")
 # ONNX Runtime session config a target needs: weight-only int8 is folded back to float weights at

@@ -16,7 +16,6 @@ killed loses at most the batch in flight, and the next run continues where it st
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import os
@@ -26,20 +25,23 @@ from pathlib import Path
 
 import numpy as np
 
+from ammkd.bundle.gallery_format import (
+    EMBEDDINGS,
+    ENCODER_KEYS,
+    GALLERY_DIR,
+    GALLERY_FORMAT,
+    GALLERY_MANIFEST,
+    GALLERY_VERSION,
+    MAX_DIM,
+    encoder_id,
+)
+from ammkd.bundle.preprocess import preprocess
+from ammkd.bundle.search import topk
 from ammkd.common.errors import BundleError, DataError
 from ammkd.common.files import atomic_write_json
 from ammkd.common.progress import progress
-from ammkd.mobile_runtime.preprocess import preprocess
-from ammkd.mobile_runtime.search import topk
 
-GALLERY_FORMAT = "ammkd-gallery"
-GALLERY_VERSION = 1
-GALLERY_DIR = "gallery"
-GALLERY_MANIFEST = "gallery.json"
-EMBEDDINGS = "embeddings.f32.bin"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-ENCODER_KEYS = ("format", "quantization", "sha256")
-MAX_DIM = 65536  # as the bundle manifest's output.dim
 BATCH = 64  # images embedded, appended and recorded at a time (what an interruption can lose)
 
 
@@ -65,13 +67,6 @@ class Gallery:
             return []
         ids, scores = topk(query, self.embeddings, k)
         return [(str(self.source / self.images[i]), float(s)) for i, s in zip(ids, scores)]
-
-
-def encoder_id(target: dict) -> dict:
-    """What a gallery records of the encoder that embedded it: format, quantization, SHA-256 of its files."""
-    files = target["package"]["files"] if "package" in target else [target["file"]]
-    digest = hashlib.sha256("".join(f["sha256"] for f in files).encode()).hexdigest()
-    return {"format": target["format"], "quantization": target["quantization"], "sha256": digest}
 
 
 def _empty_manifest(source: Path, encoder: dict, dim: int) -> dict:
@@ -248,28 +243,3 @@ def update_gallery(retriever, images_dir: str | Path, rebuild: bool = False) -> 
             atomic_write_json(folder / GALLERY_MANIFEST, manifest)
     added = len(manifest["images"]) - len(known)
     return GalleryUpdate(Gallery(folder, manifest, np.concatenate(rows)), added, skipped)
-
-
-def find_text(texts: list[str], query: str, suggestions: int = 5) -> int:
-    """The id of `query` in the bundle's texts (exact, else ignoring case, spacing and a final
-    full stop); otherwise DataError listing the nearest known texts by string similarity."""
-    try:
-        return texts.index(query)
-    except ValueError:
-        pass
-
-    def norm(s: str) -> str:
-        return " ".join(s.casefold().split()).rstrip(".")
-
-    q = norm(query)
-    for i, t in enumerate(texts):
-        if norm(t) == q:
-            return i
-    near = difflib.get_close_matches(query, texts, n=suggestions, cutoff=0.5) or difflib.get_close_matches(
-        query, texts, n=suggestions, cutoff=0.0
-    )
-    listed = "\n".join(f"  {t}" for t in near)
-    raise DataError(
-        f"text {query!r} is not in the bundle's text set ({len(texts)} texts; the device has no text encoder, "
-        f"so only these can be searched). Nearest known texts:\n{listed}"
-    )

@@ -18,8 +18,8 @@ from typing import Literal
 
 import numpy as np
 
+from ammkd.bundle.search import topk, topk_batch
 from ammkd.common.errors import ConfigError
-from ammkd.mobile_runtime.search import topk, topk_batch
 
 # Below this many vectors `auto` scans exactly. A flat scan reads N x D x 4 bytes per query and is
 # memory-bound: benchmarks/search.py measures about 7 ms for 100k x 256 on one Xeon core, so about

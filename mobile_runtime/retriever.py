@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ammkd.bundle.backends import ImageEncoder, open_image_encoder
+from ammkd.bundle.format import BundleReader
+from ammkd.bundle.preprocess import preprocess
 from ammkd.common.errors import BundleError
-from ammkd.export.bundle_format import BundleReader
-from ammkd.mobile_runtime.backends import ImageEncoder, open_image_encoder
 from ammkd.mobile_runtime.index import APPROX_THRESHOLD, ExactIndex, FaissIndex
-from ammkd.mobile_runtime.preprocess import preprocess
 
 
 @dataclass

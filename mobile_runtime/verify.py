@@ -3,7 +3,8 @@
 Every file the manifest lists must be a regular file (not a link) of the listed size and SHA-256.
 For each golden pair: the source PNG, preprocessed from the manifest's input spec, must equal the
 stored input tensor; then each image encoder target (ONNX, ORT, ExecuTorch; Core ML on macOS, and
-elsewhere its saved MIL program through the reference evaluator) embeds the stored input, and its
+elsewhere its saved MIL program through a reference evaluator the caller passes in, for example
+export/mil_reference.py's, which needs PyTorch) embeds the stored input, and its
 cosine to the stored PyTorch embedding and its top-k ids in the index are compared with the
 stored ones. Bounds are the export's parity bounds of the target's weight dtype; unquantized
 targets must also return the same top-1 text.
@@ -11,21 +12,28 @@ targets must also return the same top-1 text.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import numpy as np
 
+from ammkd.bundle.backends import open_image_encoder, why_not_runnable_here
+from ammkd.bundle.format import BundleReader, listed_files
+from ammkd.bundle.parity import min_cosine_for
+from ammkd.bundle.preprocess import preprocess
+from ammkd.bundle.search import topk
 from ammkd.common.errors import AmmkdError, BundleError
-from ammkd.export.bundle_format import BundleReader, listed_files
-from ammkd.export.parity import min_cosine_for
-from ammkd.mobile_runtime.backends import open_image_encoder, why_not_runnable_here
-from ammkd.mobile_runtime.preprocess import preprocess
-from ammkd.mobile_runtime.search import topk
 
 PREPROCESS_TOLERANCE = 1e-6  # max abs difference of the Python preprocessing to the stored input
 
 
-def verify_bundle(bundle_dir, threads: int = 1) -> dict:
+CoreMLReference = Callable[[Path, np.ndarray], np.ndarray]  # (package, uint8 (B, 3, S, S)) -> (B, D)
+
+
+def verify_bundle(bundle_dir, threads: int = 1, coreml_reference: CoreMLReference | None = None) -> dict:
     """-> {"files": [...], "preprocess": [...], "targets": [...], "ok": bool}; each row says what
-    was compared."""
+    was compared. Without a Core ML runtime, a Core ML target is evaluated by `coreml_reference`
+    (given by the caller, so that this device-side module imports no PyTorch) or skipped."""
     bundle = BundleReader.open(bundle_dir)
     file_rows = [_check_file(bundle, e) for e in listed_files(bundle.manifest)]
     if not all(r["ok"] for r in file_rows):  # the golden pairs below would only repeat the first failure
@@ -49,17 +57,15 @@ def verify_bundle(bundle_dir, threads: int = 1) -> dict:
         name = f"{t['format']}/{t['quantization']}"
         row = {"target": name, "dtype": t["dtype"]}
         reason = why_not_runnable_here(t)
-        if reason and t["format"] != "coreml":
+        if reason and (t["format"] != "coreml" or coreml_reference is None):
             rows.append(row | {"status": "skipped", "reason": reason})
             continue
         try:
-            if reason:  # Core ML off macOS: its saved MIL program, evaluated op by op in PyTorch
-                from ammkd.export.mil_reference import mil_reference_predict
-
+            if reason:  # Core ML off macOS: its saved MIL program through the reference evaluator
                 for f in t["package"]["files"]:
                     bundle.read_bytes(f)
                 u8 = np.clip(np.rint(inputs * 255.0), 0, 255).astype(np.uint8)
-                emb = mil_reference_predict(bundle.root / t["package"]["path"], u8)
+                emb = coreml_reference(bundle.root / t["package"]["path"], u8)
                 row["evaluator"] = "mil-reference (no Core ML runtime here)"
             else:
                 encoder, _ = open_image_encoder(bundle, t["format"], t["quantization"], threads)

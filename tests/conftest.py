@@ -56,7 +56,7 @@ def pipeline(tmp_path_factory) -> dict[str, Path]:
     """Two teachers trained a few steps, an adaptive student, and its ONNX bundle."""
     from ammkd.distill.teacher_training import TeacherConfig, train_teacher
     from ammkd.distill.train import DistillConfig, distill
-    from ammkd.export.bundle import ExportConfig, export_bundle
+    from ammkd.export.exporter import ExportConfig, export_bundle
 
     root = tmp_path_factory.mktemp("pipeline")
     teachers = []
@@ -81,7 +81,7 @@ def pipeline(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def full_bundle(pipeline, tmp_path_factory) -> Path:
     """The pipeline's student exported to every target, unquantized and int8."""
-    from ammkd.export.bundle import ExportConfig, export_bundle
+    from ammkd.export.exporter import ExportConfig, export_bundle
 
     out = tmp_path_factory.mktemp("targets") / "bundle"
     # int8 of this tiny student misses its bounds (see the parity test), so keep what it gives
@@ -92,7 +92,7 @@ def full_bundle(pipeline, tmp_path_factory) -> Path:
 @contextmanager
 def serving(bundle: Path, **kw):
     """A server for `bundle` (make_server's options) in a thread -> its base URL."""
-    from ammkd.mobile_runtime.serve import make_server
+    from ammkd.tools.serve import make_server
 
     server = make_server(bundle, port=0, **kw)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

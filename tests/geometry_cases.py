@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import math
 
-from ammkd.export.bundle_format import InputSpec
-from ammkd.mobile_runtime.preprocess import resize_plan
+from ammkd.bundle.format import InputSpec
+from ammkd.bundle.preprocess import resize_plan
 
 # sizes beyond the small grid: photos, extreme aspects, the golden images' kind of size
 LARGE = [(1021, 767, 224), (97, 260, 64), (3000, 2000, 384), (4032, 3024, 224), (16000, 9, 224), (91, 59, 64)]

@@ -1,4 +1,4 @@
-"""The bounds export/manifest.schema.json puts on the manifest numbers a reader allocates from,
+"""The bounds bundle/manifest.schema.json puts on the manifest numbers a reader allocates from,
 and the same bounds as the Kotlin core (Limits.kt) and the web page (bundle.js) declare them: the
 tests compare them so that the three readers cannot drift apart."""
 
@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = ROOT / "export" / "manifest.schema.json"
+SCHEMA = ROOT / "bundle" / "manifest.schema.json"
 LIMITS_KT = ROOT / "android_demo" / "core" / "src" / "main" / "kotlin" / "ai" / "ammkd" / "core" / "Limits.kt"
 BUNDLE_JS = ROOT / "web_demo" / "bundle.js"
 

@@ -1,6 +1,6 @@
 // Reading an ammkd bundle over HTTP: the manifest, then each file it names, checked (size and
 // SHA-256) before its bytes are used. A missing, tampered or malformed bundle is refused with a
-// message that names the file, as the Python reader (export/bundle_format.py) does.
+// message that names the file, as the Python reader (bundle/format.py) does.
 // Every manifest number that sizes an allocation is bounded (LIMITS) before anything is
 // allocated, and a file's size (Content-Length, File.size, or the bytes as they stream in) is
 // checked against the manifest before its body is held in memory or hashed.
@@ -13,7 +13,7 @@ const DTYPE_BYTES = { float16: 2, float32: 4, int32: 4, int64: 8, uint8: 1 };
 
 /**
  * Upper bounds on the manifest numbers the page allocates from: the maxima of
- * export/manifest.schema.json (a Python test reads them from this file and fails if they drift).
+ * bundle/manifest.schema.json (a Python test reads them from this file and fails if they drift).
  * A manifest saying input size 100000 would otherwise ask for a 120 GB input tensor.
  */
 export const LIMITS = Object.freeze({

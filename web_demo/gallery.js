@@ -72,18 +72,50 @@ function checkGalleryManifest(m, dim) {
   }
 }
 
-const norm = (s) => s.toLowerCase().split(/\s+/).filter(Boolean).join(" ").replace(/\.+$/, "");
+/** Lower-cased (no locale), ASCII whitespace runs collapsed to one space, trailing full stops
+ * removed: ammkd.bundle.texts.normalise (docs/design.md §5.9, tests/fixtures/nearest_texts.json). */
+export function normalise(s) {
+  return s.toLowerCase().split(/[ \t\n\v\f\r]+/).filter(Boolean).join(" ").replace(/\.+$/, "");
+}
 
-/** The id of `query` in `texts` (exact, else ignoring case, spacing and a final full stop), or
- * {suggestions}: up to 5 known texts sharing the most words with it. */
+/** Levenshtein distance (insert, delete, substitute: cost 1) between two strings, in code points. */
+export function editDistance(a, b) {
+  const x = Array.from(a, (c) => c.codePointAt(0));
+  const y = Array.from(b, (c) => c.codePointAt(0));
+  let prev = Array.from({ length: y.length + 1 }, (_, j) => j);
+  let cur = new Array(y.length + 1);
+  for (let i = 1; i <= x.length; i++) {
+    cur[0] = i;
+    for (let j = 1; j <= y.length; j++) {
+      cur[j] = Math.min(prev[j - 1] + (x[i - 1] === y[j - 1] ? 0 : 1), prev[j] + 1, cur[j - 1] + 1);
+    }
+    [prev, cur] = [cur, prev];
+  }
+  return prev[y.length];
+}
+
+/** Ids of the `n` texts nearest to `query`, best first: edit distance over the longer length
+ * (code points, float64 division), ascending, ties towards the lower id. */
+export function nearestTexts(texts, query, n = 5) {
+  const q = normalise(query);
+  const qLen = Array.from(q).length;
+  const ratio = texts.map((t) => {
+    const f = normalise(t);
+    const longer = Math.max(qLen, Array.from(f).length);
+    return longer === 0 ? 0 : editDistance(q, f) / longer;
+  });
+  const ids = texts.map((_, i) => i);
+  ids.sort((a, b) => ratio[a] - ratio[b] || a - b);
+  return ids.slice(0, Math.max(n, 0));
+}
+
+/** The id of `query` in `texts` (exact, else by normal form), or {id: -1, suggestions}: the 5
+ * nearest known texts (ammkd.bundle.texts.find_text). */
 export function findText(texts, query) {
   const exact = texts.indexOf(query);
   if (exact >= 0) return { id: exact };
-  const q = norm(query);
-  const found = texts.findIndex((t) => norm(t) === q);
+  const q = normalise(query);
+  const found = texts.findIndex((t) => normalise(t) === q);
   if (found >= 0) return { id: found };
-  const words = new Set(q.split(" "));
-  const scored = texts.map((t, i) => [norm(t).split(" ").filter((w) => words.has(w)).length, i]);
-  scored.sort((a, b) => b[0] - a[0] || a[1] - b[1]);
-  return { id: -1, suggestions: scored.slice(0, 5).map(([, i]) => texts[i]) };
+  return { id: -1, suggestions: nearestTexts(texts, query, 5).map((i) => texts[i]) };
 }

@@ -1,4 +1,4 @@
-// Photo -> the encoder's input tensor, from the manifest's input spec (mobile_runtime/preprocess.py):
+// Photo -> the encoder's input tensor, from the manifest's input spec (bundle/preprocess.py):
 // RGB (transparency over white), shorter side resized to `size` (aspect kept), centre crop,
 // value range, mean/std only when normalization_in_graph is false; NCHW float32.
 // The resize is the browser's high-quality resampler, not PIL's bicubic: close, not bit-exact.

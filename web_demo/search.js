@@ -1,5 +1,5 @@
 // The index: (N, D) float16 class vectors searched by one mat-vec and an exact top-k whose ties
-// break towards the lower id (mobile_runtime/search.py).
+// break towards the lower id (bundle/search.py).
 //
 // Two scans give the same ids and scores, bit for bit:
 // - "wasm-simd" (scan_wasm.js): the float16 rows stay in a WebAssembly memory and are scored in

@@ -23,11 +23,11 @@ from geometry_cases import geometry_plans
 from PIL import Image
 from reader_limits import kotlin_limits, schema_maxima
 
+from ammkd.bundle.preprocess import preprocess
+from ammkd.bundle.search import topk
 from ammkd.distill.data import load_split
 from ammkd.mobile_runtime.gallery import open_gallery, update_gallery
-from ammkd.mobile_runtime.preprocess import preprocess
 from ammkd.mobile_runtime.retriever import Retriever
-from ammkd.mobile_runtime.search import topk
 
 ROOT = Path(__file__).resolve().parents[2]
 POM = ROOT / "android_demo" / "core" / "pom.xml"
@@ -215,6 +215,7 @@ def test_kotlin_core_agrees_with_the_python_runtime(pipeline, tmp_path):
     cmd = [
         "mvn", "-q", "-B", "-f", str(POM), "test",
         f"-Dammkd.bundle={bundle}", f"-Dammkd.expected={expected}", f"-Dammkd.report={report}",
+        f"-Dammkd.fixtures={ROOT / 'tests' / 'fixtures'}",
     ]  # fmt: skip
     t0 = time.time()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=MAVEN_TIMEOUT_S, cwd=ROOT)
@@ -234,6 +235,11 @@ def test_kotlin_core_agrees_with_the_python_runtime(pipeline, tmp_path):
     assert figures["topk_agreement_exact"] + figures["topk_agreement_near_tie_swaps"] == figures["topk_positions"]
     assert figures["tamper_cases_refused"] == 17  # 7 damaged files, 10 sizes past the bounds (TamperTest.kt)
     assert figures["gallery_queries"] == len(written["gallery"]["queries"])
+    fixtures = {n: json.loads((ROOT / "tests" / "fixtures" / f"{n}.json").read_text()) for n in ("topk", "fp16")}
+    texts = json.loads((ROOT / "tests" / "fixtures" / "nearest_texts.json").read_text())
+    assert figures["fixture_topk_cases"] == len(fixtures["topk"]["cases"])  # FixturesTest.kt ran every case
+    assert figures["fixture_fp16_cases"] == len(fixtures["fp16"]["cases"])
+    assert figures["fixture_text_cases"] == len(texts["cases"]) + len(texts["normal_forms"])
     _check_device_gallery(written["device_gallery"], figures)
 
 

@@ -16,7 +16,7 @@ def test_smoke_demo_end_to_end(tmp_path):
         [sys.executable, "-m", "ammkd.cli.main", "demo", "--preset", "smoke", "--out", str(tmp_path / "demo")],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=1800,  # a hang guard, generous for a loaded 2-core machine (the smoke demo takes < 3 min idle)
         env=os.environ.copy(),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -32,8 +32,8 @@ def test_smoke_demo_end_to_end(tmp_path):
 
 
 def test_the_demo_claims_its_folder_before_any_work(tmp_path):
-    from ammkd.cli.demo import claim_demo_folder, default_demo_folder, run_demo
     from ammkd.common.errors import ConfigError
+    from ammkd.tools.demo import claim_demo_folder, default_demo_folder, run_demo
 
     assert default_demo_folder("default") == Path("runs/demo")
     assert default_demo_folder("smoke") == Path("runs/demo-smoke")

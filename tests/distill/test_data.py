@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ammkd.bundle.format import InputSpec
+from ammkd.bundle.preprocess import load_rgb
 from ammkd.common.errors import DataError
 from ammkd.distill.data import image_tensor, load_split, without_split
-from ammkd.export.bundle_format import InputSpec
-from ammkd.mobile_runtime.preprocess import load_rgb
 
 
 def write_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
@@ -87,7 +87,7 @@ def test_misleading_cases_get_the_right_message(image_folder, monkeypatch):
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("ammkd.mobile_runtime.preprocess.Image.open", denied)  # root ignores chmod 000
+    monkeypatch.setattr("ammkd.bundle.preprocess.Image.open", denied)  # root ignores chmod 000
     with pytest.raises(DataError, match=r"rgb.jpg: cannot be read \(permission denied\)"):
         load_rgb(image_folder / "rgb.jpg")
 
@@ -155,7 +155,7 @@ def test_exif_orientation_is_applied(tmp_path):
 
 
 def test_decompression_bomb_limit_names_the_file(image_folder, monkeypatch):
-    from ammkd.mobile_runtime import preprocess
+    from ammkd.bundle import preprocess
 
     monkeypatch.setattr(preprocess, "MAX_IMAGE_PIXELS", 1000)  # the 60x40 fixture exceeds it
     with pytest.raises(DataError, match=r"rgb.jpg: 60x40 exceeds 1000 pixels"):

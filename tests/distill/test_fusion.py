@@ -6,9 +6,10 @@ import torch
 from conftest import TINY_DATA, chance_mean_recall
 
 from ammkd.common.errors import ConfigError
-from ammkd.distill.evaluate import evaluate
 from ammkd.distill.fusion import FusionNetwork, fuse_class_vectors, train_fusion
-from ammkd.distill.train import INDEX_VECTORS, DistillConfig, distill
+from ammkd.distill.student_folder import INDEX_VECTORS
+from ammkd.distill.train import DistillConfig, distill
+from ammkd.tools.evaluate import evaluate
 
 
 def test_untrained_network_is_the_concat_fusion():

@@ -15,9 +15,10 @@ from ammkd.distill.data import image_tensor, load_split
 from ammkd.distill.frozen_prefix import prefix_forward
 from ammkd.distill.pretrained import create_timm
 from ammkd.distill.student import create_student
+from ammkd.distill.student_folder import load_student
 from ammkd.distill.teacher_training import TeacherConfig, train_teacher
 from ammkd.distill.teachers import load_teacher
-from ammkd.distill.train import DistillConfig, distill, load_student
+from ammkd.distill.train import DistillConfig, distill
 
 LITE0_TEACHER = "tf_efficientnet_lite0:imagenet+hf:all-MiniLM-L6-v2"
 DATA = "synthetic:96"

@@ -8,8 +8,8 @@ from conftest import TINY_DATA, chance_mean_recall
 
 from ammkd.common.errors import ConfigError
 from ammkd.distill.class_vectors import class_vectors
-from ammkd.distill.evaluate import evaluate
 from ammkd.distill.teachers import load_teacher
+from ammkd.tools.evaluate import evaluate
 
 
 def test_registry_name_without_tag_is_random_init():

@@ -5,8 +5,9 @@ import torch
 from conftest import TINY_DATA, chance_mean_recall, run_interrupted_then_resumed
 
 from ammkd.common.errors import ConfigError
-from ammkd.distill.evaluate import evaluate
-from ammkd.distill.train import DistillConfig, distill, load_student
+from ammkd.distill.student_folder import load_student
+from ammkd.distill.train import DistillConfig, distill
+from ammkd.tools.evaluate import evaluate
 
 
 def test_student_learns_and_logs_alpha(pipeline):
@@ -123,11 +124,11 @@ def test_index_holds_every_split_even_when_the_data_names_train(pipeline, tmp_pa
     """The deployable index is the dataset's whole text set: a student trained on
     `synthetic:300:train` must still find the val and test captions in its bundle."""
     from ammkd.distill.data import load_split
+    from ammkd.distill.student_folder import INDEX_TEXTS, write_index
     from ammkd.distill.teachers import load_teacher
-    from ammkd.distill.train import INDEX_TEXTS, _write_index
 
     teachers = [load_teacher(str(pipeline["vit"])), load_teacher(str(pipeline["rn"]))]
-    _write_index(tmp_path, teachers, DistillConfig(data="synthetic:300:train"), None)
+    write_index(tmp_path, teachers, "synthetic:300:train", "concat", None)
     texts = set(json.loads((tmp_path / INDEX_TEXTS).read_text()))
     for split in ("train", "val", "test"):
         assert set(load_split("synthetic:300", split).texts()[0]) <= texts, split
@@ -201,7 +202,7 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(pipeline,
         terms = original(*args)
         calls.append(1)
         if len(calls) == 4:  # step 3: the KL values turn NaN
-            return terms._replace(kls=terms.kls + float("nan"))
+            return terms._replace(kls=terms.kls + float("nan"), kl_per_sample=terms.kl_per_sample + float("nan"))
         return terms
 
     monkeypatch.setattr(train_module, "class_vector_terms", poisoned)

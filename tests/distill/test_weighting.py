@@ -58,14 +58,14 @@ def test_projection_and_modes():
     g = torch.randn(2, 4)
     x = _inputs(g[:, None, :])
     assert teacher_weights("equal", x).tolist() == [0.5, 0.5]
-    assert teacher_weights("fixed", x, WeightingOptions(fixed=[3, 1])).tolist() == [0.75, 0.25]
-    assert teacher_weights("single", x, WeightingOptions(single=1)).tolist() == [0.0, 1.0]
+    assert teacher_weights("fixed", x, WeightingOptions(fixed_weights=[3, 1])).tolist() == [0.75, 0.25]
+    assert teacher_weights("single", x, WeightingOptions(single_teacher=1)).tolist() == [0.0, 1.0]
     assert teacher_weights("none", x).tolist() == [0.0, 0.0]
     assert torch.allclose(teacher_weights("adaptive", x), min_norm_weights(g), atol=1e-5)
     with pytest.raises(ValueError, match="unknown weighting"):
         teacher_weights("adaptive-bogus", x)
     with pytest.raises(ValueError):
-        min_norm_weights(torch.randn(3, 4), cap=0.3)  # 3 x 0.3 < 1: infeasible
+        min_norm_weights(torch.randn(3, 4), tolerance=0.3)  # 3 x 0.3 < 1: infeasible
 
 
 def _inputs(grads: torch.Tensor, ce: torch.Tensor | None = None) -> WeightingInputs:
@@ -77,7 +77,7 @@ def _inputs(grads: torch.Tensor, ce: torch.Tensor | None = None) -> WeightingInp
 @pytest.mark.parametrize("k", [2, 3])
 def test_per_image_min_norm_solves_each_image_alone(k):
     grads = torch.randn(k, 6, 12, generator=torch.Generator().manual_seed(k))
-    w = teacher_weights("adaptive-sample", _inputs(grads), WeightingOptions(cap=0.6))
+    w = teacher_weights("adaptive-sample", _inputs(grads), WeightingOptions(tolerance=0.6))
     assert w.shape == (k, 6)
     for b in range(6):
         assert torch.allclose(w[:, b], min_norm_weights(grads[:, b], 0.6), atol=1e-4), b
@@ -88,7 +88,7 @@ def test_ground_truth_aware_weights_leave_out_teachers_wrong_on_the_image():
     torch.manual_seed(0)
     grads = torch.randn(3, 4, 10)
     ce = torch.tensor([[1.0, 5.0, 3.0, 1.0], [1.2, 1.0, 9.0, 1.0], [4.0, 1.3, 1.0, 1.0]])  # (K, B) nats
-    w = teacher_weights("adaptive-gt", _inputs(grads, ce), WeightingOptions(cap=0.6, margin=0.5))
+    w = teacher_weights("adaptive-gt", _inputs(grads, ce), WeightingOptions(tolerance=0.6, gt_margin=0.5))
     assert torch.allclose(w.sum(0), torch.ones(4), atol=1e-5)
     # image 0: teacher 2 is 3 nats worse than the best, so it gets nothing; 0 and 1 share by min-norm
     assert w[2, 0] == 0 and torch.allclose(w[:2, 0], min_norm_weights(grads[:2, 0], 0.6), atol=1e-4)
@@ -97,7 +97,7 @@ def test_ground_truth_aware_weights_leave_out_teachers_wrong_on_the_image():
     # image 3: all equal -> the plain per-image min-norm
     assert torch.allclose(w[:, 3], min_norm_weights(grads[:, 3], 0.6), atol=1e-4)
     # an infinite margin is adaptive-sample; a zero margin keeps only the best teacher (ties share)
-    wide = teacher_weights("adaptive-gt", _inputs(grads, ce), WeightingOptions(cap=0.6, margin=float("inf")))
+    wide = teacher_weights("adaptive-gt", _inputs(grads, ce), WeightingOptions(tolerance=0.6, gt_margin=float("inf")))
     assert torch.allclose(wide, teacher_weights("adaptive-sample", _inputs(grads, ce)), atol=1e-6)
-    narrow = teacher_weights("adaptive-gt", _inputs(grads, ce), WeightingOptions(cap=0.6, margin=0.0))
+    narrow = teacher_weights("adaptive-gt", _inputs(grads, ce), WeightingOptions(tolerance=0.6, gt_margin=0.0))
     assert narrow[:, 1].tolist() == pytest.approx([0.0, 1.0, 0.0])

@@ -6,14 +6,14 @@ import pytest
 import torch
 from conftest import TINY_DATA
 
+from ammkd.bundle.format import BundleReader, InputSpec, validate_manifest
+from ammkd.bundle.preprocess import uint8_to_input
+from ammkd.bundle.search import topk
 from ammkd.common.errors import ConfigError, ExportError
 from ammkd.distill.data import image_tensor, load_split
-from ammkd.distill.train import load_student
-from ammkd.export.bundle import ExportConfig, export_bundle
-from ammkd.export.bundle_format import BundleReader, InputSpec, validate_manifest
-from ammkd.mobile_runtime.preprocess import uint8_to_input
+from ammkd.distill.student_folder import load_student
+from ammkd.export.exporter import ExportConfig, export_bundle
 from ammkd.mobile_runtime.retriever import Retriever
-from ammkd.mobile_runtime.search import topk
 
 
 def test_manifest_is_complete_and_valid(pipeline):
@@ -64,7 +64,7 @@ def test_golden_images_are_odd_non_square_photos_whose_preprocessing_is_the_gold
     tensor exactly, and the manifest states the geometry."""
     from PIL import Image
 
-    from ammkd.mobile_runtime.preprocess import preprocess, resize_plan
+    from ammkd.bundle.preprocess import preprocess, resize_plan
 
     bundle = BundleReader.open(pipeline["bundle"])
     spec, s = bundle.input_spec, bundle.input_spec.size
@@ -88,7 +88,7 @@ def test_golden_images_tell_the_manifest_geometry_from_torchvision_style_roundin
     gives other pixels than its golden input: the golden pairs test the rule."""
     from geometry_cases import alternative_plans
 
-    from ammkd.mobile_runtime.preprocess import _INTERPOLATION, load_rgb, resize_plan, uint8_to_input
+    from ammkd.bundle.preprocess import _INTERPOLATION, load_rgb, resize_plan, uint8_to_input
 
     bundle = BundleReader.open(pipeline["bundle"])
     spec, s = bundle.input_spec, bundle.input_spec.size
@@ -150,7 +150,7 @@ def _target(tmp_path, fmt, quant, cosine):
 
 def test_the_gate_leaves_out_what_misses_keeps_it_with_allow_degraded_and_fails_with_strict(tmp_path):
     """Issue 20 item 14: by default a miss is left out (its file removed, its figures listed)."""
-    from ammkd.export.bundle import _apply_gate
+    from ammkd.export.exporter import _apply_gate
 
     targets = [_target(tmp_path, "onnx", "none", 0.9999), _target(tmp_path, "onnx", "int8", 0.5)]
     results = {f"{t['format']}/{t['quantization']}": (t["dtype"], t["parity"]) for t in targets}
@@ -228,8 +228,8 @@ def test_golden_sizes_are_odd_capped_and_decided_by_the_geometry(size):
     from geometry_cases import alternative_plans
     from PIL import Image
 
-    from ammkd.export.bundle import GOLDEN_MAX_SIDE, golden_picks, golden_size
-    from ammkd.mobile_runtime.preprocess import resize_plan
+    from ammkd.bundle.preprocess import resize_plan
+    from ammkd.export.exporter import GOLDEN_MAX_SIDE, golden_picks, golden_size
 
     for w, h in [(64, 64), (300, 300), (640, 480), (480, 640), (4032, 3024), (3024, 4032), (5000, 900), (90, 60)]:
         for g in (0, 1, 2, 3):
@@ -249,7 +249,7 @@ def test_parity_and_probe_images_are_held_out_when_the_student_data_names_train(
     from train. (The gate once measured the training images, calibration images among them.)"""
     import shutil
 
-    import ammkd.export.bundle as bundle_mod
+    import ammkd.export.exporter as bundle_mod
 
     student = tmp_path / "student"
     shutil.copytree(pipeline["student"], student)

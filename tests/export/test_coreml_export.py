@@ -16,15 +16,10 @@ import pytest
 import torch
 from conftest import smooth_images
 
+from ammkd.bundle.coreml_package import describe_coreml, predict_coreml
 from ammkd.common.errors import BundleError, ConfigError, ExportError
 from ammkd.distill.student import create_student
-from ammkd.export.coreml_export import (
-    COREML_QUANTIZATIONS,
-    COREML_TARGETS,
-    describe_coreml,
-    export_coreml,
-    predict_coreml,
-)
+from ammkd.export.coreml_export import COREML_QUANTIZATIONS, COREML_TARGETS, export_coreml
 from ammkd.export.mil_reference import coreml_numeric_check, mil_reference_predict
 
 SIZE = 64

@@ -7,10 +7,10 @@ import pytest
 import torch
 from conftest import cosine, smooth_images
 
+from ammkd.bundle.backends import ExecuTorchImageEncoder
 from ammkd.common.errors import BundleError, ConfigError, ExportError
 from ammkd.distill.student import create_student
 from ammkd.export.executorch_export import EXECUTORCH_QUANTIZATIONS, export_executorch
-from ammkd.mobile_runtime.backends import ExecuTorchImageEncoder
 
 SIZE = 64
 
@@ -127,10 +127,10 @@ def test_thread_pool_cannot_be_resized_under_a_loaded_program(exported):
 def test_core_ml_delegate_is_lowered_and_described(pipeline, tmp_path):
     import sys
 
+    from ammkd.bundle.backends import open_image_encoder
+    from ammkd.bundle.format import BundleReader
     from ammkd.common.errors import BundleError
-    from ammkd.export.bundle import ExportConfig, export_bundle
-    from ammkd.export.bundle_format import BundleReader
-    from ammkd.mobile_runtime.backends import open_image_encoder
+    from ammkd.export.exporter import ExportConfig, export_bundle
     from ammkd.mobile_runtime.verify import verify_bundle
 
     cfg = ExportConfig(target="onnx,executorch", executorch_delegate="coreml", parity_images=4)

@@ -10,10 +10,10 @@ import torch
 from conftest import cosine, smooth_images
 from torch import nn
 
+from ammkd.bundle.backends import ExecuTorchImageEncoder, OnnxImageEncoder
 from ammkd.export.executorch_export import export_executorch
 from ammkd.export.float_prefix import SEARCH_STEP, choose_float_convs
 from ammkd.export.onnx_export import count_convs, export_onnx, leading_conv_nodes, quantize_onnx
-from ammkd.mobile_runtime.backends import ExecuTorchImageEncoder, OnnxImageEncoder
 
 SIZE = 32
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file, save_file
 
+from ammkd.bundle.format import BundleReader, validate_manifest
 from ammkd.common.errors import ConfigError, ExportError
-from ammkd.export.bundle import ExportConfig, export_bundle
-from ammkd.export.bundle_format import BundleReader, validate_manifest
+from ammkd.export.exporter import ExportConfig, export_bundle
 
 
 def test_every_target_and_quantization_is_in_the_manifest(full_bundle):
@@ -38,6 +38,8 @@ def test_every_target_and_quantization_is_in_the_manifest(full_bundle):
     assert got[("executorch", "none")]["details"]["delegated_ops"] > 0
     assert got[("onnx", "none")]["details"]["mobile_usability"]["as_is"]  # the checker ran and gave verdicts
     assert m["model"]["params"] > 0 and m["model"]["macs_per_image"] > m["model"]["params"]
+    # the training choices travel with the model: student.json's weighting options, in the manifest
+    assert m["model"]["weighting"] == "adaptive" and m["model"]["weighting_options"]["tolerance"] == 0.6
     assert bundle.target(fmt="onnx")["quantization"] == "none"  # the unquantized model comes first
 
 
@@ -64,8 +66,9 @@ def test_a_bundle_of_another_model_is_kept_unless_overwrite(pipeline, tmp_path):
 def test_re_export_keeps_a_gallery_that_still_fits_and_moves_aside_one_that_does_not(pipeline, tmp_path):
     from conftest import TINY_DATA
 
+    from ammkd.bundle.gallery_format import encoder_id
     from ammkd.distill.data import load_split
-    from ammkd.mobile_runtime.gallery import encoder_id, update_gallery
+    from ammkd.mobile_runtime.gallery import update_gallery
     from ammkd.mobile_runtime.retriever import Retriever
 
     bundle = shutil.copytree(pipeline["bundle"], tmp_path / "bundle")

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from conftest import TINY_DATA, assert_user_error, run_cli
 
+from ammkd.bundle.texts import find_text
 from ammkd.common.errors import BundleError, DataError
 from ammkd.distill.data import load_split
 from ammkd.mobile_runtime import gallery as gallery_mod
-from ammkd.mobile_runtime.gallery import find_text, open_gallery, update_gallery
+from ammkd.mobile_runtime.gallery import open_gallery, update_gallery
 from ammkd.mobile_runtime.retriever import Retriever
 
 N_PHOTOS = 30

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
+from ammkd.bundle.search import topk
 from ammkd.common.errors import ConfigError
 from ammkd.mobile_runtime.index import APPROX_THRESHOLD, ExactIndex, FaissIndex, FaissParams, recall_at_k
-from ammkd.mobile_runtime.search import topk
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

@@ -8,16 +8,17 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
+from ammkd.bundle.backends import open_image_encoder
+from ammkd.bundle.format import BundleReader, listed_files
 from ammkd.common.errors import BundleError, ConfigError
 from ammkd.common.files import sha256_file
-from ammkd.export.bundle_format import BundleReader, listed_files
-from ammkd.mobile_runtime.backends import open_image_encoder
+from ammkd.export.mil_reference import mil_reference_predict
 from ammkd.mobile_runtime.retriever import Retriever
 from ammkd.mobile_runtime.verify import verify_bundle
 
 
 def test_verify_runs_every_backend_present(full_bundle):
-    report = verify_bundle(full_bundle)
+    report = verify_bundle(full_bundle, coreml_reference=mil_reference_predict)
     rows = {r["target"]: r for r in report["targets"]}
     manifest = BundleReader.open(full_bundle).manifest
     assert set(rows) == {f"{t['format']}/{t['quantization']}" for t in manifest["targets"]}

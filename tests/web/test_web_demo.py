@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from conftest import assert_user_error, http_get, run_cli, serving
 
+from ammkd.bundle.format import BundleReader
 from ammkd.common.errors import ConfigError
-from ammkd.export.bundle_format import BundleReader
-from ammkd.mobile_runtime.serve import WEB_DEMO, make_server
+from ammkd.tools.serve import WEB_DEMO, make_server
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 DRIVER = WEB_DEMO / "tests" / "drive.mjs"
@@ -49,7 +49,7 @@ def drive(url: str, *args: str) -> dict:
         ["node", str(DRIVER), url, "--chromium", CHROMIUM, *args],
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=900,
         cwd=WEB_DEMO,
     )
     assert proc.returncode == 0, proc.stderr
@@ -92,7 +92,7 @@ def _check_golden_images(report: dict, r) -> None:
     where the manifest says."""
     from geometry_cases import alternative_plans
 
-    from ammkd.mobile_runtime.preprocess import _INTERPOLATION, load_rgb, resize_plan, uint8_to_input
+    from ammkd.bundle.preprocess import _INTERPOLATION, load_rgb, resize_plan, uint8_to_input
 
     spec, s = r.bundle.input_spec, r.bundle.input_spec.size
     golden = r.bundle.manifest["golden"]
@@ -171,7 +171,7 @@ def test_page_geometry_is_the_python_runtimes(pipeline, tmp_path):
         ["node", str(WEB_DEMO / "tests" / "geometry_check.mjs"), str(plans), str(pipeline["bundle"] / "manifest.json")],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -261,7 +261,7 @@ def test_index_scan_wasm_matches_js_scan_in_node():
         ["node", *relaxed, str(WEB_DEMO / "tests" / "scan_check.mjs"), "--queries", "60"],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
         cwd=WEB_DEMO,
     )
     assert proc.returncode == 0, proc.stderr
@@ -274,6 +274,29 @@ def test_index_scan_wasm_matches_js_scan_in_node():
     assert report["rawOrderDiffers"] > 0
     assert report["bigQuery"] == {"lastPath": "js", "same": True}  # a query the scaled scan refuses
     assert report["nonFinite"] == {"path": "js", "note": "the index has a non-finite value (row 5)"}
+
+
+def test_page_modules_pass_the_language_neutral_fixtures():
+    """top-k ties, float16 decoding, text lookup and nearest texts (tests/fixtures/*.json): the page's
+    own modules in Node give what Python and the Kotlin core give (web_demo/tests/fixtures_check.mjs)."""
+    if shutil.which("node") is None:
+        pytest.skip(f"node is not installed; install Node 20, then {ENABLE}")
+    fixtures_dir = WEB_DEMO.parent / "tests" / "fixtures"
+    proc = subprocess.run(
+        ["node", str(WEB_DEMO / "tests" / "fixtures_check.mjs"), str(fixtures_dir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["mismatches"] == [] and proc.returncode == 0, proc.stdout + proc.stderr
+    fixtures = {n: json.loads((fixtures_dir / f"{n}.json").read_text()) for n in ("topk", "fp16")}
+    texts = json.loads((fixtures_dir / "nearest_texts.json").read_text())
+    assert report["counts"] == {
+        "topk": len(fixtures["topk"]["cases"]),
+        "fp16": len(fixtures["fp16"]["cases"]),
+        "texts": len(texts["cases"]) + len(texts["normal_forms"]),
+    }
 
 
 def test_page_runs_webgpu_and_falls_back_to_wasm(pipeline):
@@ -394,7 +417,7 @@ def test_server_is_read_only_and_confined(pipeline):
             "/bundle/index/%2e%2e/manifest.json",
             "/bundle/./manifest.json",
             "/bundle//manifest.json",
-            "/%2e%2e/mobile_runtime/serve.py",
+            "/%2e%2e/tools/serve.py",
             "/bundle/",  # directories: never listed
             "/bundle/index/",
             "/bundle/index",
@@ -434,8 +457,9 @@ def _with_gallery(pipeline, folder: Path, photos: int, caption_of: int):
     Python runtime -> (bundle, Retriever, gallery, a caption, Python's top-5 photo names for it)."""
     from conftest import TINY_DATA
 
+    from ammkd.bundle.texts import find_text
     from ammkd.distill.data import load_split
-    from ammkd.mobile_runtime.gallery import find_text, update_gallery
+    from ammkd.mobile_runtime.gallery import update_gallery
     from ammkd.mobile_runtime.retriever import Retriever
 
     bundle = shutil.copytree(pipeline["bundle"], folder)

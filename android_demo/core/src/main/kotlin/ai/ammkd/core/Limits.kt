@@ -4,7 +4,7 @@ package ai.ammkd.core
  * Upper bounds on every number of `manifest.json` (and `gallery.json`) that sizes something this
  * reader allocates, checked before anything is allocated or read: a manifest saying input size
  * 100000 would otherwise ask for a 30 GB tensor. The values are the maxima of
- * `export/manifest.schema.json` (the Python reader's schema); a Python test reads them from this
+ * `bundle/manifest.schema.json` (the Python reader's schema); a Python test reads them from this
  * file and fails if they drift apart.
  */
 object Limits {

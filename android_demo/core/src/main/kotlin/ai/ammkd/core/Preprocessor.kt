@@ -3,7 +3,7 @@ package ai.ammkd.core
 import kotlin.math.min
 
 /**
- * Photo -> encoder input, exactly as `ammkd.mobile_runtime.preprocess` does it from the same
+ * Photo -> encoder input, exactly as `ammkd.bundle.preprocess` does it from the same
  * [InputSpec]: transparent pixels composited over white (Pillow's `alpha_composite`), shorter
  * side resized to `size` with Pillow's resampling ([PilResample]), centre crop to size x size,
  * uint8 scaled to `value_range` in float32, then `(x - mean) / std` only when the spec says

@@ -5,7 +5,7 @@ data class Scored(val id: Int, val score: Float)
 
 /**
  * Exact top-k selection, the order every ammkd runtime returns: descending score, ties towards
- * the lower id (`ammkd.mobile_runtime.search._select`). A bounded heap of k: O(N log k).
+ * the lower id (`ammkd.bundle.search._select`). A bounded heap of k: O(N log k).
  */
 object TopK {
     /** The min(k, N) best of [scores] (N,), best first. */

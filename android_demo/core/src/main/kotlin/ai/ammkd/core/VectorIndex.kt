@@ -2,7 +2,7 @@ package ai.ammkd.core
 
 /**
  * A matrix of [count] row vectors of [dim] float32 values (unit-norm), searched exactly: one
- * matrix-vector product and [TopK.select] (`ammkd.mobile_runtime.search.topk`). The text index
+ * matrix-vector product and [TopK.select] (`ammkd.bundle.search.topk`). The text index
  * ([ClassIndex]) and the photo gallery ([Gallery]) are both one of these.
  *
  * [vectors] is given row-major (count, dim), as the bundle stores it, and held by column: one

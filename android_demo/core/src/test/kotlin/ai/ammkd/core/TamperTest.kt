@@ -102,7 +102,7 @@ class TamperTest {
         refused<BundleException.HashMismatch>(dir, "embeddings.f32.bin")
     }
 
-    // Numbers in the manifest that size an allocation: bounded as in export/manifest.schema.json.
+    // Numbers in the manifest that size an allocation: bounded as in bundle/manifest.schema.json.
 
     private fun tampered(edit: (JSONObject) -> Unit): File = copy().also { dir -> save(dir, manifest(dir).also(edit)) }
 

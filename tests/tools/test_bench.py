@@ -6,8 +6,8 @@ import sys
 
 from conftest import assert_user_error, run_cli
 
-from ammkd.export.bundle_format import BundleReader
-from ammkd.mobile_runtime.bench import bench_bundle
+from ammkd.bundle.format import BundleReader
+from ammkd.tools.bench import bench_bundle
 
 
 def test_bench_measures_every_target_of_the_bundle(full_bundle):

@@ -21,12 +21,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ammkd.bundle.backends import OnnxImageEncoder, why_not_runnable_here
+from ammkd.bundle.format import MANIFEST, InputSpec, file_entry, write_array, write_manifest
+from ammkd.bundle.gallery_format import GALLERY_DIR, GALLERY_MANIFEST, encoder_id
+from ammkd.bundle.parity import gate_failure, gate_misses, parity
+from ammkd.bundle.preprocess import preprocess, resize_plan, to_rgb, to_uint8_chw, uint8_to_input
+from ammkd.bundle.search import topk
 from ammkd.common.config import save_config
 from ammkd.common.errors import ConfigError, ExportError
 from ammkd.common.files import remove_stale_temps, sha256_file, temp_prefix
 from ammkd.distill.data import load_split, without_split
-from ammkd.distill.train import INDEX_TEXTS, INDEX_VECTORS, STUDENT_WEIGHTS, load_student
-from ammkd.export.bundle_format import MANIFEST, InputSpec, file_entry, write_array, write_manifest
+from ammkd.distill.student_folder import INDEX_TEXTS, INDEX_VECTORS, STUDENT_WEIGHTS, load_student
 from ammkd.export.float_prefix import choose_float_convs
 from ammkd.export.onnx_export import (
     INPUT_NAME,
@@ -37,11 +42,6 @@ from ammkd.export.onnx_export import (
     mobile_usability,
     quantize_onnx,
 )
-from ammkd.export.parity import gate_failure, gate_misses, parity
-from ammkd.mobile_runtime.backends import OnnxImageEncoder, why_not_runnable_here
-from ammkd.mobile_runtime.gallery import GALLERY_DIR, GALLERY_MANIFEST, encoder_id
-from ammkd.mobile_runtime.preprocess import preprocess, resize_plan, to_rgb, to_uint8_chw, uint8_to_input
-from ammkd.mobile_runtime.search import topk
 
 TARGETS = ("onnx", "executorch", "coreml")
 QUANTIZATIONS = ("none", "fp16", "int8", "int8-dynamic", "int8-weights", "palettize4", "palettize8")
@@ -353,10 +353,10 @@ def _embed(fmt: str, path: Path, x: np.ndarray, u8: np.ndarray, quant: str) -> t
     if fmt in ("onnx", "ort"):
         return OnnxImageEncoder(path, session_config=SESSION_CONFIG.get(quant)).embed(x), "onnxruntime"
     if fmt == "executorch":
-        from ammkd.mobile_runtime.backends import ExecuTorchImageEncoder
+        from ammkd.bundle.backends import ExecuTorchImageEncoder
 
         return ExecuTorchImageEncoder(path).embed(x), "executorch.runtime"
-    from ammkd.export.coreml_export import predict_coreml
+    from ammkd.bundle.coreml_package import predict_coreml
     from ammkd.export.mil_reference import mil_reference_predict
 
     if sys.platform == "darwin":
@@ -508,6 +508,7 @@ def export_bundle(
                 "teachers": meta["teacher_ids"],
                 "fusion": meta["fusion"],
                 "weighting": meta["weighting"],
+                **({"weighting_options": meta["weighting_options"]} if "weighting_options" in meta else {}),
                 "params": params,
                 "macs_per_image": macs_per_image(student, spec.size),
                 "source": source,

@@ -1,6 +1,6 @@
 """`ammkd bench`: load time, latency, peak memory and throughput of every target a bundle holds.
 
-Each target is measured in a fresh worker process (`python -m ammkd.mobile_runtime.bench --worker`),
+Each target is measured in a fresh worker process (`python -m ammkd.tools.bench --worker`),
 so its load time is a cold load, its peak resident memory is its own, and runtimes whose thread
 pools are process-wide (ExecuTorch) get the thread count asked for. Latency is batch 1 on the
 bundle's golden input: warm-up runs, then timed runs (median, p90, min, max in ms). Throughput is
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ammkd.bundle.backends import why_not_runnable_here
+from ammkd.bundle.format import BundleReader
 from ammkd.common.errors import BundleError, ConfigError
-from ammkd.export.bundle_format import BundleReader
-from ammkd.mobile_runtime.backends import why_not_runnable_here
-from ammkd.mobile_runtime.latency import measure_latency
+from ammkd.tools.latency import measure_latency
 
 WORKER_TIMEOUT_S = 600
 
@@ -37,7 +37,7 @@ def _peak_rss_mb() -> float:
 
 def measure_target(bundle_dir: str, fmt: str, quantization: str, threads: int, warmup: int, runs: int, batch: int):
     """One target, in this process: {"load_ms", "latency" {...}, "throughput_ips", "peak_rss_mb", ...}."""
-    from ammkd.mobile_runtime.backends import open_image_encoder
+    from ammkd.bundle.backends import open_image_encoder
 
     bundle = BundleReader.open(bundle_dir)
     x = bundle.read_array(bundle.manifest["golden"][0]["input"]).astype(np.float32)
@@ -76,7 +76,7 @@ def _import_runtime(fmt: str) -> None:
 
 
 def _run_worker(bundle_dir: Path, target: dict, threads: int, warmup: int, runs: int, batch: int) -> dict:
-    cmd = [sys.executable, "-m", "ammkd.mobile_runtime.bench", "--worker", str(bundle_dir), target["format"]]
+    cmd = [sys.executable, "-m", "ammkd.tools.bench", "--worker", str(bundle_dir), target["format"]]
     cmd += [target["quantization"], str(threads), str(warmup), str(runs), str(batch)]
     env = os.environ | {"OMP_NUM_THREADS": str(threads)}
     try:
@@ -110,7 +110,7 @@ def bench_bundle(
     query = bundle.read_array(bundle.manifest["golden"][0]["embedding"]).astype(np.float32).reshape(-1)
     from threadpoolctl import threadpool_limits
 
-    from ammkd.mobile_runtime.search import topk
+    from ammkd.bundle.search import topk
 
     with threadpool_limits(threads):  # the scan uses BLAS: pinned like the encoders
         search = measure_latency(lambda q: topk(q, index, 10), query, 10, search_runs)
@@ -127,9 +127,7 @@ def bench_bundle(
 def main(argv: list[str]) -> None:
     """Worker entry point: `--worker BUNDLE FORMAT QUANTIZATION THREADS WARMUP RUNS BATCH`, one JSON line out."""
     if len(argv) != 8 or argv[0] != "--worker":
-        raise SystemExit(
-            "usage: python -m ammkd.mobile_runtime.bench --worker BUNDLE FMT QUANT THREADS WARMUP RUNS BATCH"
-        )
+        raise SystemExit("usage: python -m ammkd.tools.bench --worker BUNDLE FMT QUANT THREADS WARMUP RUNS BATCH")
     bundle, fmt, quant = argv[1:4]
     threads, warmup, runs, batch = (int(a) for a in argv[4:8])
     try:

@@ -14,7 +14,7 @@ from ammkd.common.errors import BundleError
 from ammkd.distill.data import load_split
 from ammkd.mobile_runtime.gallery import update_gallery
 from ammkd.mobile_runtime.retriever import Retriever
-from ammkd.mobile_runtime.serve import ORT_DIST, make_server
+from ammkd.tools.serve import ORT_DIST, make_server
 
 
 @pytest.fixture()

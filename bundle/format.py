@@ -21,6 +21,9 @@ import numpy as np
 from ammkd.common.errors import BundleError
 from ammkd.common.files import atomic_write_json, sha256_file
 
+INPUT_NAME = "image"  # the image encoder's input: (B, 3, S, S) float32, preprocessed
+OUTPUT_NAME = "embedding"  # its output: (B, D) float32, L2-normalised
+
 FORMAT_NAME = "ammkd-bundle"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"

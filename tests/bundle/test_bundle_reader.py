@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ammkd.bundle.format import BundleReader
 from ammkd.common.errors import BundleError
-from ammkd.export.bundle_format import BundleReader
 from ammkd.mobile_runtime.retriever import Retriever
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ammkd.bundle.format import InputSpec
 from ammkd.common.errors import DataError
-from ammkd.export.bundle_format import InputSpec
 
 # Refuse images above this many pixels (a decompression bomb, or a photo far larger than any
 # encoder input) instead of letting PIL allocate gigabytes.

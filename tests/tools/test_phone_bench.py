@@ -10,7 +10,7 @@ import pytest
 from conftest import run_cli
 
 from ammkd.common.errors import DataError
-from ammkd.mobile_runtime.phone_bench import (
+from ammkd.tools.phone_bench import (
     EXECUTOR_ROUNDS,
     emit_phone_scripts,
     parse_executor_runner,

@@ -29,9 +29,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from ammkd.bundle.format import MANIFEST, BundleReader, listed_files
+from ammkd.bundle.gallery_format import EMBEDDINGS, GALLERY_DIR, GALLERY_MANIFEST
 from ammkd.common.errors import BundleError, ConfigError
-from ammkd.export.bundle_format import MANIFEST, BundleReader, listed_files
-from ammkd.mobile_runtime.gallery import EMBEDDINGS, GALLERY_DIR, GALLERY_MANIFEST, open_gallery
+from ammkd.mobile_runtime.gallery import open_gallery
 
 MAX_INDEX_DIGITS = 9  # /photos/<i>: longer numbers are refused before parsing
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ammkd.bundle.search import topk
 from ammkd.common.errors import ExportError
-from ammkd.mobile_runtime.search import topk
 
 MIN_COSINE = {"float32": 0.999, "float16": 0.995, "int8": 0.98, "palettized": 0.98}
 RECALL_KS = (1, 5, 10)

@@ -3,10 +3,10 @@ import pytest
 from geometry_cases import alternative_plans, geometry_plans, is_tie
 from PIL import Image
 
+from ammkd.bundle.format import InputSpec
+from ammkd.bundle.preprocess import preprocess
+from ammkd.bundle.search import topk
 from ammkd.common.errors import DataError
-from ammkd.export.bundle_format import InputSpec
-from ammkd.mobile_runtime.preprocess import preprocess
-from ammkd.mobile_runtime.search import topk
 
 
 @pytest.mark.parametrize("k", [1, 5, 100])
@@ -64,7 +64,7 @@ def test_rgba_buffer_is_composited_and_matches_rgb_when_opaque():
 
 def test_geometry_rounds_half_to_even_and_floors_the_crop_offset():
     """Issue 20 item 15: the manifest's rule, at exact halves (S = 3, the shorter side 2: scale 1.5)."""
-    from ammkd.mobile_runtime.preprocess import resize_plan
+    from ammkd.bundle.preprocess import resize_plan
 
     spec = InputSpec(size=3)
     assert resize_plan(3, 2, spec) == (4, 3, 0, 0)  # 3 * 1.5 = 4.5 -> 4 (half-up would give 5)

@@ -11,7 +11,9 @@ _BATCH_SCORES = 1 << 24
 def _select(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """scores (N,) -> (ids (min(k, N),) int64, scores float32): the k best, descending, ties towards lower id."""
     n = len(scores)
-    k = min(k, n)
+    k = max(0, min(k, n))
+    if k == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
     if k < n:
         kth = np.partition(scores, n - k)[n - k]  # the k-th best score
         cand = np.flatnonzero(scores >= kth)  # every id tied with it too, so ties resolve by id below

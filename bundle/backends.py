@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ammkd.bundle.format import BundleReader
 from ammkd.common.errors import BundleError, ConfigError
-from ammkd.export.bundle_format import BundleReader
 
 
 class ImageEncoder:
@@ -175,14 +175,14 @@ class CoreMLImageEncoder(ImageEncoder):
             raise BundleError(
                 f"{path}: Core ML runs only on macOS/iOS (this is {sys.platform}); use --backend onnx or executorch"
             )
-        from ammkd.export.coreml_export import describe_coreml
+        from ammkd.bundle.coreml_package import describe_coreml
 
         self.path, self.compute_units = Path(path), compute_units
         size = describe_coreml(self.path)["inputs"][0]["shape"][-1]
         self.batch, self.image_shape = None, (3, size, size)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        from ammkd.export.coreml_export import predict_coreml
+        from ammkd.bundle.coreml_package import predict_coreml
 
         u8 = np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
         return predict_coreml(self.path, u8, self.compute_units)

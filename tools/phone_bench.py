@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ammkd.bundle.format import BundleReader
 from ammkd.common.errors import ConfigError, DataError
-from ammkd.export.bundle_format import BundleReader
 
 DEVICE_DIR = "/data/local/tmp/ammkd"
 EXECUTOR_ROUNDS = 5  # executor_runner reports one total per call: several calls give a spread

@@ -1,4 +1,4 @@
-"""`ammkd demo`: the whole pipeline on the embedded synthetic data, ending in a summary table.
+"""`ammkd demo`: the whole pipeline on the embedded synthetic data, ending in a summary (the CLI prints it).
 
 Stages talk through folders under the run folder: teachers/<name>, students/<weighting>,
 bundle/. Every stage is the same library call the CLI and the tests make.
@@ -11,49 +11,38 @@ import time
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
-from rich.table import Table
 
 from ammkd.common.errors import ConfigError
 from ammkd.common.files import atomic_write_json
 
-# Presets are data: the sizes that keep each preset inside its time budget on 2 CPU cores.
-PRESETS = {
-    "smoke": {
-        "data": "synthetic:600",
-        "teacher_epochs": {"vit": 6, "rn": 6},
-        "teacher_batch": 64,
-        "teacher_lr": 5e-4,  # small data: higher rates collapse the tiny CLIPs to chance
-        # students/<name>: DistillConfig fields; the first is exported
-        "students": {"adaptive": {"student": "ammkd-mnv3-small-050", "epochs": 6, "batch_size": 64}},
-    },
-    "default": {
-        "data": "synthetic:16000",
-        "teacher_epochs": {"vit": 6, "rn": 3},
-        "teacher_batch": 128,
-        "teacher_lr": 1e-3,
-        # the best recipe of benchmarks/results/demo_student_recipes.md: on this data the RN teacher
-        # alone (with the feature term) beats adaptive weighting, which keeps >= 0.4 on the weaker ViT
-        "students": {
-            "rn-feature": {
-                "student": "ammkd-mnv3-large",
-                "weighting": "single",
-                "single_teacher": 1,  # teachers in TEACHERS order: vit, rn
-                "feature_weight": 1.0,
-                "epochs": 16,
-                "batch_size": 128,
-            },
-        },
-    },
-}
+PRESET_DIR = Path(__file__).with_name("presets")  # presets/demo-<name>.json: the sizes that keep each
+# preset inside its time budget on 2 CPU cores
+
+
+def demo_presets() -> list[str]:
+    """The names of the demo presets (presets/demo-*.json)."""
+    return sorted(f.stem.removeprefix("demo-") for f in PRESET_DIR.glob("demo-*.json"))
+
+
+def load_demo_preset(name: str) -> dict:
+    """A demo preset: {"data", "teacher_epochs" {vit, rn}, "teacher_batch", "teacher_lr", "students"
+    {name: DistillConfig fields; the first is exported}}."""
+    path = PRESET_DIR / f"demo-{name}.json"
+    if not path.is_file():
+        raise ConfigError(f"unknown demo preset {name!r}; use one of {demo_presets()}")
+    preset = json.loads(path.read_text(encoding="utf-8"))
+    preset.pop("about", None)
+    return preset
+
+
 TEACHERS = {"vit": "ammkd-tiny-vit", "rn": "ammkd-tiny-rn"}
 
 
 def _onnx_latency(module, size: int, path: Path) -> float:
     """Median ms per image at batch 1, one thread, ONNX Runtime on this CPU."""
+    from ammkd.bundle.backends import OnnxImageEncoder
     from ammkd.export.onnx_export import export_onnx
-    from ammkd.mobile_runtime.backends import OnnxImageEncoder
-    from ammkd.mobile_runtime.latency import measure_latency
+    from ammkd.tools.latency import measure_latency
 
     export_onnx(module, size, path)
     enc = OnnxImageEncoder(path, threads=1)
@@ -89,16 +78,15 @@ def claim_demo_folder(out: Path, preset: str, log=print) -> None:
 def run_demo(preset: str, out: str | Path | None = None, log=print) -> dict:
     """Train two teachers, distil the preset's students, export the first, search with it. Returns
     the summary. `out` (default: `default_demo_folder(preset)`) is claimed first (claim_demo_folder)."""
-    from ammkd.distill.evaluate import evaluate
+    from ammkd.distill.student_folder import load_student
     from ammkd.distill.teacher_training import TeacherConfig, train_teacher
     from ammkd.distill.teachers import TeacherImageEncoder, load_teacher
-    from ammkd.distill.train import DistillConfig, distill, load_student
-    from ammkd.export.bundle import ExportConfig, export_bundle
+    from ammkd.distill.train import DistillConfig, distill
+    from ammkd.export.exporter import ExportConfig, export_bundle
     from ammkd.mobile_runtime.retriever import Retriever
+    from ammkd.tools.evaluate import evaluate
 
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown demo preset {preset!r}; use one of {list(PRESETS)}")
-    p = PRESETS[preset]
+    p = load_demo_preset(preset)
     out = Path(out) if out is not None else default_demo_folder(preset)
     claim_demo_folder(out, preset, log)
     t_start = time.time()
@@ -153,25 +141,3 @@ def run_demo(preset: str, out: str | Path | None = None, log=print) -> dict:
     }
     atomic_write_json(out / "summary.json", summary)
     return summary
-
-
-def print_summary(s: dict, console: Console) -> None:
-    keys = ["i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10", "mean_recall"]
-    table = Table(title=f"ammkd demo ({s['preset']}, {s['data']} val split, recall in %)")
-    for col in ["model", "params M", "i2t@1", "i2t@5", "i2t@10", "t2i@1", "t2i@5", "t2i@10", "mean", "ONNX ms"]:
-        table.add_column(col, justify="left" if col == "model" else "right", no_wrap=col == "model")
-    for name, m in s["rows"].items():
-        table.add_row(
-            name,
-            f"{m['params_M']:.2f}" if "params_M" in m else "",
-            *[f"{m[k]:.1f}" for k in keys],
-            f"{m['onnx_ms']:.2f}" if "onnx_ms" in m else "",
-        )
-    console.print(table)
-    p = s["parity"]
-    console.print(
-        f"bundle: [bold]{s['bundle']}[/bold] ({s['bundle_MB']:.2f} MB); ONNX vs PyTorch cosine min "
-        f"{p['cosine_min']:.6f}, top-1 agreement {p['top1_agreement']:.3f}"
-    )
-    console.print(f"search {s['example']['image']}: " + "; ".join(f"{t} ({sc:.3f})" for t, sc in s["example"]["top3"]))
-    console.print(f"finished in {s['seconds']:.0f} s")
