@@ -240,6 +240,8 @@ def test_kotlin_core_agrees_with_the_python_runtime(pipeline, tmp_path):
     assert figures["fixture_topk_cases"] == len(fixtures["topk"]["cases"])  # FixturesTest.kt ran every case
     assert figures["fixture_fp16_cases"] == len(fixtures["fp16"]["cases"])
     assert figures["fixture_text_cases"] == len(texts["cases"]) + len(texts["normal_forms"])
+    plans = json.loads((ROOT / "tests" / "fixtures" / "resize_plans.json").read_text())
+    assert figures["fixture_resize_plans"] == len(plans["cases"])
     _check_device_gallery(written["device_gallery"], figures)
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ammkd.bundle.format import InputSpec
+from ammkd.bundle.preprocess import resize_plan
 from ammkd.bundle.search import topk
 from ammkd.bundle.texts import find_text, nearest_texts, normalise
 from ammkd.common.errors import DataError
@@ -68,3 +70,13 @@ def test_nearest_texts_fixture_reads_as_specified():
     # substitution over 12: 1/13 < 1/12, code points not graphemes, no Unicode normalisation
     assert by_query["cafe au lait"]["nearest"][:2] == [9, 8]
     assert by_query["two dog"]["nearest"][:2] == [14, 15]
+
+
+def test_resize_plan_fixture():
+    cases = load("resize_plans")["cases"]
+    assert len(cases) > 400
+    for w, h, s, *plan in cases:
+        assert list(resize_plan(w, h, InputSpec(size=s))) == plan, (w, h, s)
+    # by hand: 2x5 to 5 px scales by 2.5; 5 * 2.5 = 12.5 rounds half to even, 12 (half-up would give 13),
+    # and the crop starts at floor((12 - 5) / 2) = 3
+    assert [2, 5, 5, 5, 12, 0, 3] in cases

@@ -296,6 +296,7 @@ def test_page_modules_pass_the_language_neutral_fixtures():
         "topk": len(fixtures["topk"]["cases"]),
         "fp16": len(fixtures["fp16"]["cases"]),
         "texts": len(texts["cases"]) + len(texts["normal_forms"]),
+        "resize_plans": len(json.loads((fixtures_dir / "resize_plans.json").read_text())["cases"]),
     }
 
 

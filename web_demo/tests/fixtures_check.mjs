@@ -1,4 +1,4 @@
-// The language-neutral fixtures (tests/fixtures/{topk,fp16,nearest_texts}.json) against the page's
+// The language-neutral fixtures (tests/fixtures/{topk,fp16,nearest_texts,resize_plans}.json) against the page's
 // own modules, in Node: the same cases Python (tests/bundle/test_fixtures.py) and the Kotlin core
 // (FixturesTest.kt) pass. Prints one JSON line: case counts and every mismatch.
 //   node web_demo/tests/fixtures_check.mjs [FIXTURES_DIR]
@@ -6,6 +6,7 @@ import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { dirname, join } from "node:path";
 import { findText, nearestTexts, normalise } from "../gallery.js";
+import { resizePlan } from "../preprocess.js";
 import { decodeFloat16, topk } from "../search.js";
 
 const dir = process.argv[2] ?? join(dirname(fileURLToPath(import.meta.url)), "..", "..", "tests", "fixtures");
@@ -45,5 +46,13 @@ for (const c of doc.cases) {
   }
 }
 counts.texts = doc.cases.length + doc.normal_forms.length;
+
+const plans = load("resize_plans").cases;
+for (const [w, h, size, ...want] of plans) {
+  const p = resizePlan(w, h, size);
+  const got = [p.nw, p.nh, p.left, p.top];
+  if (!same(got, want)) mismatches.push({ fixture: "resize_plans", w, h, size, want, got });
+}
+counts.resize_plans = plans.length;
 console.log(JSON.stringify({ counts, mismatches }));
 process.exitCode = mismatches.length ? 1 : 0;

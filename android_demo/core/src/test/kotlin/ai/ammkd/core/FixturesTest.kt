@@ -7,7 +7,7 @@ import org.junit.jupiter.api.Test
 import java.io.File
 
 /**
- * The language-neutral fixtures (tests/fixtures/{topk,fp16,nearest_texts}.json, -Dammkd.fixtures, default ../../tests/fixtures
+ * The language-neutral fixtures (tests/fixtures/{topk,fp16,nearest_texts,resize_plans}.json, -Dammkd.fixtures, default ../../tests/fixtures
  * from this module): the same cases Python (tests/bundle/test_fixtures.py) and the web page's modules
  * (web_demo/tests/fixtures_check.mjs) must pass.
  */
@@ -73,5 +73,16 @@ class FixturesTest {
             }
         }
         TestInputs.report("fixture_text_cases", cases.length() + forms.length())
+    }
+
+    @Test
+    fun `resize plans follow the fixture, odd sizes and exact halves included`() {
+        val cases = load("resize_plans").getJSONArray("cases")
+        for (i in 0 until cases.length()) {
+            val c = cases.getJSONArray(i)
+            val want = List(4) { c.getInt(3 + it) }
+            assertEquals(want, Preprocessor.plan(c.getInt(0), c.getInt(1), c.getInt(2)), c.toString())
+        }
+        TestInputs.report("fixture_resize_plans", cases.length())
     }
 }
