@@ -30,7 +30,7 @@ from pathlib import Path
 
 import flickr8k as f8k
 import numpy as np
-from bench_util import write_results
+from bench_util import relative, write_results
 
 from ammkd.common.files import atomic_write
 from ammkd.distill.data import load_split, without_split
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> dict:
         "data": preset["data"],
         "eval_split": preset["eval"],
         "student": student_opts,
-        "teachers": [str(Path(t).resolve().relative_to(ROOT)) for t in teachers],
+        "teachers": [relative(t) for t in teachers],
         "teacher_mean_recall": teacher_scores,
         "seeds": args.seeds,
         "recipes": {n: RECIPES[n] for n in args.recipes},
