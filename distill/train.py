@@ -5,10 +5,12 @@ Per step, for a batch of images:
   student:    z_s = s_s * f . C_f^T            (B, N)  f its embedding, C_f the fused class vectors
   loss = kd_weight * sum_k a_k KL(softmax(z_k/T) || softmax(z_s/T)) * T^2
          + task_weight * CE(z_s, uniform over the image's own captions)
-with a = min-norm weights of the teachers' gradients w.r.t. z_s (docs/design.md §2.5-2.7).
+with a = min-norm weights of the teachers' gradients w.r.t. z_s (docs/design.md §2.5-2.7), per batch,
+or per image (a_kb, the `adaptive-sample` / `adaptive-gt` schemes of weighting.py).
 Teachers are frozen: their image embeddings are computed once and cached (teacher_outputs.py),
 or computed every step on the student's crops (`teacher_outputs="online"`). Each teacher may
-have its own temperature T_k; the weights a may be smoothed across steps (EMA).
+have its own temperature T_k; batch weights a may be smoothed across steps (EMA). The folder
+this writes (weights, student.json, the index) is named and read by student_folder.py.
 """
 
 from __future__ import annotations
