@@ -28,7 +28,7 @@ def _markdown(r: dict, name: str, warmup: int, runs: int) -> str:
         else "a larger batch where the model allows it"
     )
     lines = [
-        f"# `ammkd bench` of the {name} bundle ({r['model']}, {r['input_size']} px)",
+        f"# `ammkd bench` of the {name} bundle ({r['model']}, {r['image_size']} px)",
         "",
         f"Each target in a fresh process, {r['targets'][0]['threads']} thread(s), batch 1 on the golden input: "
         f"{warmup} warm-up runs then {runs} timed runs. Load = session/program creation plus the first run "

@@ -59,7 +59,7 @@ def _teacher_models(teachers: list[str], size: int, work: Path) -> list[dict]:
             {
                 "model": name,
                 "kind": "teacher",
-                "input_size": s,
+                "image_size": s,
                 "params": sum(p.numel() for p in teacher.model.visual.parameters()),
                 "macs_per_image": macs_per_image(module, s),
                 "bytes": path.stat().st_size,
@@ -76,7 +76,7 @@ def _student_models(bundle: BundleReader) -> list[dict]:
         {
             "model": f"student {t['format']}/{t['quantization']}",
             "kind": "student",
-            "input_size": m["input"]["size"],
+            "image_size": m["input"]["size"],
             "params": m["model"]["params"],
             "macs_per_image": m["model"]["macs_per_image"],
             "bytes": t["bytes"],
@@ -113,11 +113,11 @@ def main(argv: list[str] | None = None) -> dict:
             t = r["target"]
             r["encoder"] = open_image_encoder(bundle, t["format"], t["quantization"], threads=1)[0]
     rng = np.random.default_rng(0)
-    inputs = {s: rng.random((1, 3, s, s), dtype=np.float32) for s in {r["input_size"] for r in rows}}
+    inputs = {s: rng.random((1, 3, s, s), dtype=np.float32) for s in {r["image_size"] for r in rows}}
     medians: dict[str, list[float]] = {r["model"]: [] for r in rows}
     for _ in range(args.rounds):
         for r in rows:
-            x = inputs[r["input_size"]]
+            x = inputs[r["image_size"]]
             medians[r["model"]].append(measure_latency(r["encoder"].embed, x, 5, args.runs)["median_ms"])
     base = float(np.median(medians[BASELINE]))
     for r in rows:
@@ -171,7 +171,7 @@ def _write(args, rows: list[dict], argv) -> dict:
         "| model | input px | params (M) | MACs (M) | MB | latency ms | speed-up | mean recall |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
         *[
-            f"| {r['model']} | {r['input_size']} | {r['params'] / 1e6:.2f} | {r['macs_per_image'] / 1e6:.1f} | "
+            f"| {r['model']} | {r['image_size']} | {r['params'] / 1e6:.2f} | {r['macs_per_image'] / 1e6:.1f} | "
             f"{r['bytes'] / 1e6:.2f} | {r['latency_ms']:.3f} | {r['speedup_vs_baseline']:.1f}x | "
             f"{'' if r['mean_recall'] is None else r['mean_recall']} |"
             for r in rows
@@ -181,7 +181,7 @@ def _write(args, rows: list[dict], argv) -> dict:
     if int8:
         md.append(
             f"Student int8 ONNX: **{int8['speedup_vs_baseline']:.1f}x** faster than ViT-B-32 at "
-            f"{int8['input_size']} px; "
+            f"{int8['image_size']} px; "
             f"mean recall **{results['student_int8_recall_vs_best_teacher']:.0%}** of the best trained teacher "
             f"({best_teacher['model']}, {best_teacher['mean_recall']})."
         )

@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
         "model": relative(args.model),
         "params": manifest["model"]["params"],
         "macs_per_image": manifest["model"]["macs_per_image"],
-        "input_size": manifest["input"]["size"],
+        "image_size": manifest["input"]["size"],
         "target_all_fp32_seconds": all_seconds,
         "onnx_int8_vs_fp32_bytes": int8["vs_fp32"],
         "onnx_int8_top1_agreement": int8["top1_agreement"],
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"# Export of `{results['model']}`",
         "",
         f"{results['params'] / 1e6:.2f} M parameters, {results['macs_per_image'] / 1e6:.1f} M MACs per "
-        f"{results['input_size']}px image. `--target all` (fp32, with parity checks) took "
+        f"{results['image_size']}px image. `--target all` (fp32, with parity checks) took "
         f"**{all_seconds} s** on {os.cpu_count()} cores. ONNX int8 (static, int8 weights and activations) is "
         f"**{int8['vs_fp32']:.0%}** of the fp32 ONNX size with top-1 agreement **{int8['top1_agreement']:.0%}**; "
         f"ONNX int8-weights (weight-only) is **{weights['vs_fp32']:.0%}** with **{weights['top1_agreement']:.0%}**.",

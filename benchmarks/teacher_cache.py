@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 from bench_util import write_results
 
-from ammkd.distill.data import image_tensor, load_split
+from ammkd.distill.data import load_split
+from ammkd.distill.image_tensors import image_tensor
 from ammkd.distill.schedule import read_log
 from ammkd.distill.teachers import load_teacher
 from ammkd.distill.train import DistillConfig, distill

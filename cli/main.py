@@ -425,7 +425,7 @@ def bench(
     if as_json:
         print(json.dumps(r))
     else:
-        _print_bench_rows(f"{r['model']} ({r['input_size']} px), {runs} runs after {warmup} warm-up", r["targets"])
+        _print_bench_rows(f"{r['model']} ({r['image_size']} px), {runs} runs after {warmup} warm-up", r["targets"])
         s = r["index_search"]
         out.print(
             f"index search (exact, NumPy): top-{s['k']} of {s['count']:,} x {s['dim']} in "

@@ -73,7 +73,7 @@ def _first_hit_ranks(queries: torch.Tensor, keys: torch.Tensor, positives: list[
 def evaluate_teacher(teacher, data, images: np.ndarray | None = None, skip_bad: bool = False) -> dict[str, float]:
     """A teacher's own image and text encoders on `data` (ImageTextData); `images`, when given,
     are its decoded uint8 (N, 3, S, S) at the teacher's input size."""
-    from ammkd.distill.data import image_tensor
+    from ammkd.distill.image_tensors import image_tensor
 
     if images is None:
         images, data, _ = image_tensor(data, teacher.spec, skip_bad)
@@ -84,7 +84,7 @@ def evaluate_teacher(teacher, data, images: np.ndarray | None = None, skip_bad: 
 
 def evaluate_student(model_dir, data, skip_bad: bool = False) -> dict[str, float]:
     """A student folder: its image embeddings against the fused class vectors of the captions."""
-    from ammkd.distill.data import image_tensor
+    from ammkd.distill.image_tensors import image_tensor
     from ammkd.distill.student_folder import fused_text_vectors, load_fusion, load_student
     from ammkd.distill.teachers import load_teacher
 

@@ -20,9 +20,10 @@ from ammkd.common.files import atomic_save_npy, sha256_text
 from ammkd.common.paths import cache_dir
 from ammkd.distill.augment import Augment
 from ammkd.distill.class_vectors import class_vectors
-from ammkd.distill.data import ImageTextData, image_tensor
+from ammkd.distill.data import ImageTextData
 from ammkd.distill.distributed import Ranks
 from ammkd.distill.fusion import FusionNetwork
+from ammkd.distill.image_tensors import image_tensor
 from ammkd.distill.schedule import step_rng
 from ammkd.distill.teachers import Teacher
 

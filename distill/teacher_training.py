@@ -27,10 +27,11 @@ from ammkd.common.files import append_jsonl, atomic_write_json
 from ammkd.common.progress import progress
 from ammkd.distill.augment import Augment
 from ammkd.distill.curves import plot_learning_curve
-from ammkd.distill.data import ImageTextData, image_tensor, load_split, without_split
+from ammkd.distill.data import ImageTextData, load_split, without_split
 from ammkd.distill.distributed import ranks
 from ammkd.distill.evaluate import evaluate_teacher
 from ammkd.distill.frozen_prefix import bn_eval, freeze_prefix, prefix_batch
+from ammkd.distill.image_tensors import image_tensor
 from ammkd.distill.schedule import (
     Checkpointer,
     adamw,

@@ -31,7 +31,7 @@ from ammkd.common.files import append_jsonl, atomic_write, atomic_write_json
 from ammkd.common.progress import progress
 from ammkd.distill.augment import Augment
 from ammkd.distill.curves import plot_learning_curve
-from ammkd.distill.data import image_tensor, load_split
+from ammkd.distill.data import ImageTextData, load_split
 from ammkd.distill.distributed import ranks
 from ammkd.distill.feature_heads import FeatureHeads
 from ammkd.distill.frozen_prefix import bn_eval, cached_prefix_outputs, freeze_prefix, prefix_batch
@@ -42,6 +42,7 @@ from ammkd.distill.fusion import (
     train_fusion,
     uses_network,
 )
+from ammkd.distill.image_tensors import image_tensor
 from ammkd.distill.losses import (
     class_vector_terms,
     closed_form_surrogate,
@@ -186,6 +187,28 @@ def _caption_targets(per_image: list[list[int]], idx: torch.Tensor, n_texts: int
     return target
 
 
+@dataclass
+class _Run:
+    """What a run builds before its first step (see _prepare); the step and the writer read it."""
+
+    teachers: list[Teacher]
+    student: Student
+    aug: Augment
+    data: ImageTextData
+    images: torch.Tensor  # (M, 3, S, S) uint8, stored larger than the crop when augmenting
+    prefix: np.ndarray | None  # (M, C, h, w) fp16 cached outputs of the frozen stages, or None
+    skipped: list[str]
+    texts: list[str]
+    per_image: list[list[int]]
+    outputs: list[TeacherOutputs]
+    kd_outputs: list  # the outputs the KL terms weigh: the teachers, plus the fused teacher if asked
+    c_f: torch.Tensor  # (N, D_f) the student's class vectors
+    fusion_net: torch.nn.Module | None
+    fusion_losses: list[float]
+    heads: FeatureHeads
+    log_scale: torch.nn.Parameter  # the student's learnable log(1/tau)
+
+
 def distill(cfg: DistillConfig, out: str | Path, resume: bool = False, overwrite: bool = False) -> Path:
     """Train a student from cfg.teachers on cfg.data (train split); write it and its index to
     `out`. With `resume`, an interrupted run continues from its last checkpoint; a folder that
@@ -200,6 +223,66 @@ def distill(cfg: DistillConfig, out: str | Path, resume: bool = False, overwrite
     out.mkdir(parents=True, exist_ok=True)
     if rk.is_main:
         save_config(cfg, out / "config.json")
+    run = _prepare(cfg, out, rk)
+    student = run.student
+    named = [
+        *((n, p) for n, p in student.named_parameters() if p.requires_grad),
+        *run.heads.named_parameters(prefix="heads"),
+        ("logit_scale", run.log_scale),
+    ]
+    opt = adamw(named, cfg.lr, cfg.weight_decay)
+    total = total_steps(len(run.data), cfg.batch_size, cfg.epochs, "distill")
+    warmup = max(1, round(cfg.warmup_fraction * total))
+    log = out / "metrics.jsonl"
+    alpha_state = torch.full((len(run.kd_outputs),), float("nan"))  # EMA of the weights (NaN: no step yet)
+    ckpt = Checkpointer(
+        out,
+        cfg.checkpoint_every,
+        resume,
+        log,
+        asdict(cfg),
+        writer=rk.is_main,
+        model=student,
+        optimizer=opt,
+        logit_scale=run.log_scale,
+        alpha_state=alpha_state,
+        heads=run.heads,
+    )
+    model = rk.wrap(student)  # DDP averages the student's gradients over ranks
+    first = ckpt.start()
+    rk.barrier()
+    t0 = time.time()
+    _train_mode(student, cfg.frozen_stages)
+    for step in progress(range(first, total), f"distilling ({cfg.weighting})"):
+        set_lr(opt, cosine_lr(step, total, cfg.lr, warmup))
+        surrogate, logged = _step(cfg, run, model, rk, step, alpha_state)
+        ckpt.require_finite(logged[0][0], step, "distill")  # the loss's value, logged
+        opt.zero_grad(set_to_none=True)
+        surrogate.backward()
+        rk.average_grads([run.log_scale, *run.heads.parameters()])  # outside the DDP module
+        opt.step()
+        with torch.no_grad():
+            run.log_scale.clamp_(0, math.log(100))
+        if step % 5 == 0 or step == total - 1:
+            values, n_kl, aux_names, alpha, raw, gram = logged
+            means = rk.mean(torch.stack(values))  # collective
+            if rk.is_main:
+                _log_step(log, step, means, n_kl, aux_names, alpha, raw, gram, opt, run.log_scale, t0)
+        ckpt.step_done(step, total)
+    student.eval()
+    train_seconds = time.time() - t0
+    if not rk.is_main:  # rank 0 writes the outputs; the others wait for them
+        rk.barrier()
+        return out
+    _write_student(cfg, out, run, total, train_seconds, log)
+    ckpt.finish()
+    rk.barrier()
+    return out
+
+
+def _prepare(cfg: DistillConfig, out: Path, rk) -> _Run:
+    """Load the teachers, build the student, read the images, compute the class vectors (and
+    train the fusion network); the same on every rank and on resume (seeded)."""
     torch.manual_seed(cfg.seed)
     teachers = [load_teacher(t) for t in cfg.teachers]
     for t in teachers:
@@ -211,24 +294,14 @@ def distill(cfg: DistillConfig, out: str | Path, resume: bool = False, overwrite
     store = student.arch.input_spec.with_size(aug.storage_size(student.arch.image_size))
     images, data, skipped = image_tensor(load_split(cfg.data, "train"), store, skip_bad=cfg.skip_bad)
     prefix = _frozen_prefix(student, cfg.frozen_stages, images, data.sources)
-    images = torch.from_numpy(images)
     if cfg.skip_bad and rk.is_main:
         atomic_write_json(out / "skipped.json", {"count": len(skipped), "files": skipped})
     texts, per_image = data.texts()
     outputs = [TeacherOutputs(t, data, texts, cfg.teacher_outputs, aug, rk) for t in teachers]
-    fusion_net, fusion_losses = None, []
-    if uses_network(cfg.fusion):  # deterministic: a resumed run refits the same network
-        feats = [o.all_features(data) for o in outputs]
-        vecs = [o.class_vectors for o in outputs]
-        fusion_net, fusion_losses = train_fusion(feats, vecs, per_image, dim, cfg.fusion_steps, seed=cfg.seed)
-        c_f = fusion_net.texts(vecs)  # (N, D_f)
-    else:
-        c_f = torch.from_numpy(fuse_class_vectors([o.class_vectors.numpy() for o in outputs], cfg.fusion))
+    fusion_net, fusion_losses, c_f = _student_class_vectors(cfg, outputs, data, per_image, dim)
     kd_outputs = list(outputs)
     if cfg.fusion == "network+teacher":
         kd_outputs.append(FusedTeacherOutputs(outputs, fusion_net, c_f))
-    temps = cfg.kd_temperatures or [cfg.kd_temperature] * len(kd_outputs)
-    alpha_state = torch.full((len(kd_outputs),), float("nan"))  # EMA of the weights (NaN: no step yet)
     with_maps = cfg.spectral_weight > 0
     heads = FeatureHeads(
         dim,
@@ -236,121 +309,115 @@ def distill(cfg: DistillConfig, out: str | Path, resume: bool = False, overwrite
         student.map_channels() if with_maps else None,
         [_map_channels(t) for t in teachers] if with_maps else None,
     )
-
-    log_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))  # student's learnable 1/tau
-    named = [
-        *((n, p) for n, p in student.named_parameters() if p.requires_grad),
-        *heads.named_parameters(prefix="heads"),
-        ("logit_scale", log_scale),
-    ]
-    opt = adamw(named, cfg.lr, cfg.weight_decay)
-    total = total_steps(len(data), cfg.batch_size, cfg.epochs, "distill")
-    warmup = max(1, round(cfg.warmup_fraction * total))
-    log = out / "metrics.jsonl"
-    ckpt = Checkpointer(
-        out,
-        cfg.checkpoint_every,
-        resume,
-        log,
-        asdict(cfg),
-        writer=rk.is_main,
-        model=student,
-        optimizer=opt,
-        logit_scale=log_scale,
-        alpha_state=alpha_state,
+    log_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+    return _Run(
+        teachers=teachers,
+        student=student,
+        aug=aug,
+        data=data,
+        images=torch.from_numpy(images),
+        prefix=prefix,
+        skipped=skipped,
+        texts=texts,
+        per_image=per_image,
+        outputs=outputs,
+        kd_outputs=kd_outputs,
+        c_f=c_f,
+        fusion_net=fusion_net,
+        fusion_losses=fusion_losses,
         heads=heads,
+        log_scale=log_scale,
     )
-    model = rk.wrap(student)  # DDP averages the student's gradients over ranks
-    first = ckpt.start()
-    rk.barrier()
-    t0 = time.time()
-    _train_mode(student, cfg.frozen_stages)
-    options = WeightingOptions(cfg.tolerance, cfg.fixed_weights, cfg.single_teacher, cfg.gt_margin)
-    for step in progress(range(first, total), f"distilling ({cfg.weighting})"):
-        batch = batch_indices(step, len(data), cfg.batch_size, cfg.seed)
-        lo, hi = rk.rows(len(batch))
-        idx, within = torch.from_numpy(batch[lo:hi]), (lo, len(batch))
-        set_lr(opt, cosine_lr(step, total, cfg.lr, warmup))
-        if prefix is not None:  # the frozen stages' cached outputs: only the backbone's top runs
-            emb, s_map = model(prefix_batch(prefix, idx.numpy()), from_stage=cfg.frozen_stages), None
-        else:
-            crops = aug(images[idx], student.arch.image_size, step_rng(cfg.seed, step), within) / 255.0
-            crops = crops.contiguous(memory_format=torch.channels_last)
-            emb, s_map = model(crops, with_map=True) if with_maps else (model(crops), None)
-        z_s = log_scale.exp() * emb @ c_f.T  # (B, N)
-        t_out = [o.embed(idx, cfg.seed, step, within, with_map=with_maps) for o in outputs]
-        t_embs, t_maps = zip(*t_out) if with_maps else (t_out, None)
-        z_t = [o.logits_of(e) for o, e in zip(outputs, t_embs)]
-        if len(kd_outputs) > len(outputs):
-            z_t.append(kd_outputs[-1].logits_of(list(t_embs)))
-        cv = class_vector_terms(z_t, z_s, temps, _caption_targets(per_image, idx, len(texts)))
-        grads = cv.kl_grads.flatten(1).double()
-        gram = rk.sum_(grads @ grads.T)  # (K, K) over the global batch
-        raw = teacher_weights(cfg.weighting, WeightingInputs(gram, cv.kl_grads, cv.teacher_ce), options)
-        if raw.dim() == 2:  # per image (K, B): the logged weights are this process's batch mean
-            alpha_kb, raw = raw, raw.mean(1)
-            alpha = raw
-        else:
-            alpha = smooth_weights(alpha_state, raw, cfg.alpha_ema)
-            alpha_kb = alpha[:, None].expand(-1, len(idx))
-        # KD and task terms backpropagate their closed-form gradient w.r.t. z_s (same maths, no
-        # autograd through the softmaxes over N texts); the optional terms use autograd
-        dz = cfg.kd_weight * torch.einsum("kb,kbn->bn", alpha_kb, cv.kl_grads) + cfg.task_weight * cv.task_grad
-        caps = _batch_captions(per_image, idx, step) if cfg.relation_weight > 0 else None
-        aux = _auxiliary_losses(cfg, heads, alpha[: len(outputs)], (emb, s_map, z_s), (t_embs, t_maps, z_t), caps)
-        aux_loss = sum(w * v for w, v in aux.values())
-        kd = (alpha_kb * cv.kl_per_sample).sum(0).mean()
-        loss = cfg.kd_weight * kd + cfg.task_weight * cv.task + aux_loss  # the value logged
-        ckpt.require_finite(loss.detach(), step, "distill")
-        opt.zero_grad(set_to_none=True)
-        (closed_form_surrogate(z_s, dz) + aux_loss).backward()
-        rk.average_grads([log_scale, *heads.parameters()])  # outside the DDP module
-        opt.step()
-        with torch.no_grad():
-            log_scale.clamp_(0, math.log(100))
-        if step % 5 == 0 or step == total - 1:
-            means = rk.mean(
-                torch.stack([loss.detach(), cv.task, *cv.kls, *(v.detach() for _, v in aux.values())])
-            )  # collective
-            if rk.is_main:
-                _log_step(log, step, means, len(cv.kls), list(aux), alpha, raw, gram, opt, log_scale, t0)
-        ckpt.step_done(step, total)
-    student.eval()
-    train_seconds = time.time() - t0
-    if not rk.is_main:  # rank 0 writes the outputs; the others wait for them
-        rk.barrier()
-        return out
 
-    state = {k: v.detach().contiguous() for k, v in student.state_dict().items()}
+
+def _student_class_vectors(cfg: DistillConfig, outputs, data, per_image, dim: int):
+    """(fusion network or None, its training losses, C_f (N, D_f)): the class vectors the
+    student's embedding is scored against, fused from the teachers' (fusion.py)."""
+    if not uses_network(cfg.fusion):
+        return None, [], torch.from_numpy(fuse_class_vectors([o.class_vectors.numpy() for o in outputs], cfg.fusion))
+    # deterministic: a resumed run refits the same network
+    feats = [o.all_features(data) for o in outputs]
+    vecs = [o.class_vectors for o in outputs]
+    fusion_net, fusion_losses = train_fusion(feats, vecs, per_image, dim, cfg.fusion_steps, seed=cfg.seed)
+    return fusion_net, fusion_losses, fusion_net.texts(vecs)
+
+
+def _step(cfg: DistillConfig, run: _Run, model, rk, step: int, alpha_state: torch.Tensor):
+    """One step's loss to backpropagate (a surrogate with the closed-form gradient of the KD and
+    task terms, plus the optional terms) and what the log records: (values to average over
+    ranks, number of KL terms, names of the optional terms, weights a (K,), raw weights (K,),
+    gradient Gram (K, K))."""
+    batch = batch_indices(step, len(run.data), cfg.batch_size, cfg.seed)
+    lo, hi = rk.rows(len(batch))
+    idx, within = torch.from_numpy(batch[lo:hi]), (lo, len(batch))
+    with_maps = cfg.spectral_weight > 0
+    if run.prefix is not None:  # the frozen stages' cached outputs: only the backbone's top runs
+        emb, s_map = model(prefix_batch(run.prefix, idx.numpy()), from_stage=cfg.frozen_stages), None
+    else:
+        size = run.student.arch.image_size
+        crops = run.aug(run.images[idx], size, step_rng(cfg.seed, step), within) / 255.0
+        crops = crops.contiguous(memory_format=torch.channels_last)
+        emb, s_map = model(crops, with_map=True) if with_maps else (model(crops), None)
+    z_s = run.log_scale.exp() * emb @ run.c_f.T  # (B, N)
+    t_out = [o.embed(idx, cfg.seed, step, within, with_map=with_maps) for o in run.outputs]
+    t_embs, t_maps = zip(*t_out) if with_maps else (t_out, None)
+    z_t = [o.logits_of(e) for o, e in zip(run.outputs, t_embs)]
+    if len(run.kd_outputs) > len(run.outputs):
+        z_t.append(run.kd_outputs[-1].logits_of(list(t_embs)))
+    temps = cfg.kd_temperatures or [cfg.kd_temperature] * len(run.kd_outputs)
+    cv = class_vector_terms(z_t, z_s, temps, _caption_targets(run.per_image, idx, len(run.texts)))
+    grads = cv.kl_grads.flatten(1).double()
+    gram = rk.sum_(grads @ grads.T)  # (K, K) over the global batch
+    options = WeightingOptions(cfg.tolerance, cfg.fixed_weights, cfg.single_teacher, cfg.gt_margin)
+    raw = teacher_weights(cfg.weighting, WeightingInputs(gram, cv.kl_grads, cv.teacher_ce), options)
+    if raw.dim() == 2:  # per image (K, B): the logged weights are this process's batch mean
+        alpha_kb, raw = raw, raw.mean(1)
+        alpha = raw
+    else:
+        alpha = smooth_weights(alpha_state, raw, cfg.alpha_ema)
+        alpha_kb = alpha[:, None].expand(-1, len(idx))
+    # KD and task terms backpropagate their closed-form gradient w.r.t. z_s (same maths, no
+    # autograd through the softmaxes over N texts); the optional terms use autograd
+    dz = cfg.kd_weight * torch.einsum("kb,kbn->bn", alpha_kb, cv.kl_grads) + cfg.task_weight * cv.task_grad
+    caps = _batch_captions(run.per_image, idx, step) if cfg.relation_weight > 0 else None
+    aux = _auxiliary_losses(cfg, run.heads, alpha[: len(run.outputs)], (emb, s_map, z_s), (t_embs, t_maps, z_t), caps)
+    aux_loss = sum(w * v for w, v in aux.values())
+    kd = (alpha_kb * cv.kl_per_sample).sum(0).mean()
+    loss = cfg.kd_weight * kd + cfg.task_weight * cv.task + aux_loss  # the value logged
+    values = [loss.detach(), cv.task, *cv.kls, *(v.detach() for _, v in aux.values())]
+    return closed_form_surrogate(z_s, dz) + aux_loss, (values, len(cv.kls), list(aux), alpha, raw, gram)
+
+
+def _write_student(cfg: DistillConfig, out: Path, run: _Run, total: int, train_seconds: float, log: Path) -> None:
+    """The student folder (student_folder.py): weights, fusion weights, index, student.json, curve."""
+    state = {k: v.detach().contiguous() for k, v in run.student.state_dict().items()}
     atomic_write(out / STUDENT_WEIGHTS, lambda tmp: save_file(state, str(tmp)))
-    if fusion_net is not None:
-        fusion_state = {k: v.detach().contiguous() for k, v in fusion_net.state_dict().items()}
+    if run.fusion_net is not None:
+        fusion_state = {k: v.detach().contiguous() for k, v in run.fusion_net.state_dict().items()}
         atomic_write(out / FUSION_WEIGHTS, lambda tmp: save_file(fusion_state, str(tmp)))
-    write_index(out, teachers, cfg.data, cfg.fusion, fusion_net)
+    write_index(out, run.teachers, cfg.data, cfg.fusion, run.fusion_net)
+    losses = run.fusion_losses
     meta = {
-        "arch": student.arch.to_dict(),
+        "arch": run.student.arch.to_dict(),
         "teachers": [str(Path(t).resolve()) if Path(t).is_dir() else t for t in cfg.teachers],
-        "teacher_ids": [_teacher_id(t) for t in teachers],
+        "teacher_ids": [_teacher_id(t) for t in run.teachers],
         "fusion": cfg.fusion,
-        "fusion_dims": [t.dim for t in teachers],
-        "fusion_final_loss": round(float(np.mean(fusion_losses[-20:])), 4) if fusion_losses else None,
+        "fusion_dims": [t.dim for t in run.teachers],
+        "fusion_final_loss": round(float(np.mean(losses[-20:])), 4) if losses else None,
         "weighting": cfg.weighting,
         "weighting_options": _weighting_record(cfg),
         "backbone_weights": student_backbone_weights(cfg.student),
         "frozen_stages": cfg.frozen_stages,
-        "logit_scale": round(log_scale.exp().item(), 4),
+        "logit_scale": round(run.log_scale.exp().item(), 4),
         "data": cfg.data,
-        "images": len(data),
-        "skipped_images": len(skipped),
+        "images": len(run.data),
+        "skipped_images": len(run.skipped),
         "steps": total,
         "train_seconds": round(train_seconds, 1),
         "mean_alpha": np.mean([r["alpha"] for r in read_log(log)], axis=0).round(4).tolist(),
     }
     atomic_write_json(out / STUDENT_META, meta)
     plot_learning_curve(log, out / "learning_curve.png", f"student {cfg.student} ({cfg.weighting}) on {cfg.data}")
-    ckpt.finish()
-    rk.barrier()
-    return out
 
 
 def _weighting_record(cfg: DistillConfig) -> dict:

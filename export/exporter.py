@@ -309,42 +309,48 @@ def _fp32_onnx(student, spec: InputSpec, tmp: Path, cfg: ExportConfig) -> Path:
     return fp32
 
 
-def _export_one(
-    student, spec, target: str, quant: str, tmp: Path, cfg: ExportConfig, int8: _Int8Inputs
-) -> tuple[str, dict]:
-    """Write one artifact into the temporary bundle; returns (relative path, format details)."""
-    rel = "image_encoder" + ("" if quant == "none" else f".{quant}") + SUFFIX[target]
-    path = tmp / rel
-    static = quant == "int8" and target in ("onnx", "executorch")
-    prefix = int8.float_prefix() if static else {}
-    if target == "onnx":
-        if quant == "none":
-            export_onnx(student, spec.size, path, cfg.opset, cfg.dynamic_batch)
-        else:
-            calibration = int8.calibration() if quant == "int8" else None
-            fp32 = _fp32_onnx(student, spec, tmp, cfg)
-            quantize_onnx(fp32, path, quant, calibration, cfg.quantize_all_ops, prefix.get("float_convs", 0))
-        info = {"opset": cfg.opset, "mobile_usability": mobile_usability(path)}
-        return rel, info | ({"float_prefix": prefix} if prefix else {})
-    if target == "executorch":
-        from ammkd.export.executorch_export import export_executorch
-
+def _export_onnx(student, spec: InputSpec, quant: str, path: Path, cfg: ExportConfig, int8: _Int8Inputs) -> dict:
+    prefix = int8.float_prefix() if quant == "int8" else {}
+    if quant == "none":
+        export_onnx(student, spec.size, path, cfg.opset, cfg.dynamic_batch)
+    else:
         calibration = int8.calibration() if quant == "int8" else None
-        info = export_executorch(
-            student,
-            spec.size,
-            path,
-            quant,
-            calibration,
-            cfg.executorch_delegate,
-            cfg.coreml_min_target,
-            prefix.get("float_convs", 0),
-        )
-        return rel, info | ({"float_prefix": prefix} if prefix else {})
+        fp32 = _fp32_onnx(student, spec, path.parent, cfg)
+        quantize_onnx(fp32, path, quant, calibration, cfg.quantize_all_ops, prefix.get("float_convs", 0))
+    info = {"opset": cfg.opset, "mobile_usability": mobile_usability(path)}
+    return info | ({"float_prefix": prefix} if prefix else {})
+
+
+def _export_executorch(student, spec: InputSpec, quant: str, path: Path, cfg: ExportConfig, int8: _Int8Inputs) -> dict:
+    from ammkd.export.executorch_export import export_executorch
+
+    prefix = int8.float_prefix() if quant == "int8" else {}
+    calibration = int8.calibration() if quant == "int8" else None
+    info = export_executorch(
+        student,
+        spec.size,
+        path,
+        quant,
+        calibration,
+        cfg.executorch_delegate,
+        cfg.coreml_min_target,
+        prefix.get("float_convs", 0),
+    )
+    return info | ({"float_prefix": prefix} if prefix else {})
+
+
+def _export_coreml(student, spec: InputSpec, quant: str, path: Path, cfg: ExportConfig, int8: _Int8Inputs) -> dict:
     from ammkd.export.coreml_export import export_coreml
 
-    info = export_coreml(student, spec, path, quant, cfg.coreml_precision, cfg.coreml_min_target)
-    return rel, info
+    return export_coreml(student, spec, path, quant, cfg.coreml_precision, cfg.coreml_min_target)
+
+
+# target -> its writer: (student, input spec, quantization, path, config, int8 inputs) -> format details
+EXPORTERS: dict[str, Callable[..., dict]] = {
+    "onnx": _export_onnx,
+    "executorch": _export_executorch,
+    "coreml": _export_coreml,
+}
 
 
 def _embed(fmt: str, path: Path, x: np.ndarray, u8: np.ndarray, quant: str) -> tuple[np.ndarray, str]:
@@ -419,114 +425,22 @@ def export_bundle(
     student, meta = load_student(model_dir)
     source = _source(model_dir)
     _check_destination(model_dir, out, source, cfg.overwrite)
-    spec = student.arch.input_spec
-    try:
-        texts = json.loads((model_dir / INDEX_TEXTS).read_text(encoding="utf-8"))
-        index = np.load(model_dir / INDEX_VECTORS, allow_pickle=False).astype(np.float32)
-    except (OSError, ValueError) as e:  # missing, truncated or not JSON / npy
-        raise ExportError(f"{model_dir}: unreadable index ({INDEX_TEXTS}, {INDEX_VECTORS}): {e}") from None
-    if index.shape != (len(texts), student.arch.embed_dim):
-        raise ExportError(
-            f"{model_dir}: index {index.shape} does not match {len(texts)} texts x dim {student.arch.embed_dim}"
-        )
-    # held-out images for parity and golden pairs: --data as given, else the val split of the
-    # student's dataset even when its spec names :train; calibration from that dataset's train split
-    held_out = cfg.data or without_split(meta["data"])
-    train_spec = without_split(cfg.data or meta["data"])
-    parity_n = max(cfg.parity_images, cfg.golden)
+    texts, index = _read_index(model_dir, student.arch.embed_dim)
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out.parent, out.name)  # what killed exports to `out` left behind
     tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(out.name), dir=out.parent))
     try:
-        vectors = write_array(tmp, "index/class_vectors.f16.bin", index, "float16")
-        index16 = np.frombuffer((tmp / vectors.path).read_bytes(), "<f2").reshape(index.shape).astype(np.float32)
-        (tmp / "index" / "texts.json").write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
-        faiss_entry = _write_faiss(tmp, index16)
-        int8 = _Int8Inputs(student, spec, (train_spec, held_out, parity_n), cfg, tmp, index16)
-
-        images, u8, captions = _images(held_out, "val", parity_n, spec, texts)
-        x = uint8_to_input(u8, spec)
-        with torch.no_grad():
-            torch_emb = student(torch.from_numpy(x)).numpy()
-
-        targets, results = [], {}
-        for target, quant in plan:
-            t0 = time.time()
-            rel, info = _export_one(student, spec, target, quant, tmp, cfg, int8)
-            artifacts = [("onnx" if target == "onnx" else target, rel)]
-            if target == "onnx" and cfg.ort_format:
-                ort_file = convert_to_ort(tmp / rel, tmp / rel.replace(".onnx", ".ort"), basic=quant == "fp16")
-                artifacts.append(("ort", ort_file.name))
-            dtype = _weight_dtype(target, quant, cfg)
-            for fmt, path in artifacts:
-                skip = why_not_runnable_here({"format": fmt, "details": info}) if fmt == "executorch" else None
-                if skip:  # nothing on this host runs it (Core ML off macOS has its reference evaluator)
-                    par = {"skipped": skip}
-                else:
-                    emb, evaluator = _embed(fmt, tmp / path, x, u8, quant)
-                    n = len(emb)
-                    par = parity(torch_emb[:n], emb, index16, cfg.topk, captions[:n]) | {"evaluator": evaluator}
-                results[f"{fmt}/{quant}"] = (dtype, par)
-                entry = {"role": "image_encoder", "format": fmt, **_entries(tmp, path), "dtype": dtype}
-                entry |= {"quantization": quant, "batch": "dynamic" if cfg.dynamic_batch and fmt != "coreml" else 1}
-                entry |= {"input_name": INPUT_NAME, "output_name": OUTPUT_NAME, "parity": par, "details": info}
-                if fmt in ("onnx", "ort") and quant in SESSION_CONFIG:
-                    entry["session_config"] = SESSION_CONFIG[quant]
-                files = entry["package"]["files"] if "package" in entry else [entry["file"]]
-                entry["bytes"] = sum(f["bytes"] for f in files)
-                entry["export_seconds"] = round(time.time() - t0, 1)
-                targets.append(entry)
-        for stray in tmp.glob(".fp32-for-quantization.onnx"):
-            stray.unlink()
-        targets, misses, left_out = _apply_gate(tmp, targets, results, cfg)
-
-        # Golden pairs: each PNG is a photo of odd, non-square size (golden_photo), so that every
-        # reader's preprocessing of it goes through the resize and the crop; its input tensor is
-        # the Python preprocessing of the PNG as written, its embedding PyTorch's of that tensor.
-        golden = []
-        (tmp / "golden").mkdir()
-        for g, i in enumerate(golden_picks(images, cfg.golden)):
-            png = tmp / f"golden/image_{g}.png"
-            golden_photo(images[i], g, spec.size).save(png)
-            gx = preprocess(png, spec)
-            with torch.no_grad():
-                g_emb = student(torch.from_numpy(gx)).numpy()[0]
-            ids, scores = topk(g_emb, index16, cfg.topk)
-            golden.append(
-                {
-                    "image": file_entry(tmp, f"golden/image_{g}.png").to_dict(),
-                    "input": write_array(tmp, f"golden/input_{g}.f32.bin", gx, "float32").to_dict(),
-                    "embedding": write_array(tmp, f"golden/embedding_{g}.f32.bin", g_emb, "float32").to_dict(),
-                    "topk_ids": ids.tolist(),
-                    "topk_scores": [round(float(s), 6) for s in scores],
-                }
-            )
-        params = sum(p.numel() for p in student.parameters())
+        index_entry, index16 = _write_index(tmp, texts, index)
+        targets, misses, left_out, images = _export_targets(student, meta, plan, texts, index16, tmp, cfg)
+        golden = _write_golden(student, images, index16, tmp, cfg)
         manifest = {
-            "model": {
-                "id": f"ammkd-{student.arch.backbone}-{student.arch.embed_dim}",
-                "teachers": meta["teacher_ids"],
-                "fusion": meta["fusion"],
-                "weighting": meta["weighting"],
-                **({"weighting_options": meta["weighting_options"]} if "weighting_options" in meta else {}),
-                "params": params,
-                "macs_per_image": macs_per_image(student, spec.size),
-                "source": source,
-            },
-            "input": spec.to_dict(),
+            "model": _model_record(student, meta, source),
+            "input": student.arch.input_spec.to_dict(),
             "output": {"name": OUTPUT_NAME, "dim": student.arch.embed_dim, "normalized": True, "dtype": "float32"},
             "targets": targets,
             "parity_misses": misses,
             "left_out": left_out,
-            "index": {
-                "count": len(texts),
-                "dim": int(index.shape[1]),
-                "normalized": True,
-                "metric": "inner_product",
-                "vectors": vectors.to_dict(),
-                "texts": file_entry(tmp, "index/texts.json").to_dict(),
-                **({"faiss": faiss_entry} if faiss_entry else {}),
-            },
+            "index": index_entry,
             "golden": golden,
             "tools": _tools(),
         }
@@ -541,6 +455,127 @@ def export_bundle(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _read_index(model_dir: Path, dim: int) -> tuple[list[str], np.ndarray]:
+    """The student folder's index: (N texts, (N, dim) float32 class vectors)."""
+    try:
+        texts = json.loads((model_dir / INDEX_TEXTS).read_text(encoding="utf-8"))
+        index = np.load(model_dir / INDEX_VECTORS, allow_pickle=False).astype(np.float32)
+    except (OSError, ValueError) as e:  # missing, truncated or not JSON / npy
+        raise ExportError(f"{model_dir}: unreadable index ({INDEX_TEXTS}, {INDEX_VECTORS}): {e}") from None
+    if index.shape != (len(texts), dim):
+        raise ExportError(f"{model_dir}: index {index.shape} does not match {len(texts)} texts x dim {dim}")
+    return texts, index
+
+
+def _write_index(tmp: Path, texts: list[str], index: np.ndarray) -> tuple[dict, np.ndarray]:
+    """Write the bundle's index (fp16 vectors, texts, a faiss copy); returns (the manifest's
+    `index`, the vectors as stored, (N, D) float32), which every parity check searches."""
+    vectors = write_array(tmp, "index/class_vectors.f16.bin", index, "float16")
+    index16 = np.frombuffer((tmp / vectors.path).read_bytes(), "<f2").reshape(index.shape).astype(np.float32)
+    (tmp / "index" / "texts.json").write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
+    faiss_entry = _write_faiss(tmp, index16)
+    entry = {
+        "count": len(texts),
+        "dim": int(index.shape[1]),
+        "normalized": True,
+        "metric": "inner_product",
+        "vectors": vectors.to_dict(),
+        "texts": file_entry(tmp, "index/texts.json").to_dict(),
+        **({"faiss": faiss_entry} if faiss_entry else {}),
+    }
+    return entry, index16
+
+
+def _export_targets(student, meta: dict, plan, texts: list[str], index16: np.ndarray, tmp: Path, cfg: ExportConfig):
+    """Write every planned artifact into `tmp`, measure each against PyTorch on held-out images
+    and apply the parity gate. Returns (the manifest's targets, parity_misses, left_out, and the
+    held-out images, which the golden pairs are picked from)."""
+    spec = student.arch.input_spec
+    # held-out images for parity and golden pairs: --data as given, else the val split of the
+    # student's dataset even when its spec names :train; calibration from that dataset's train split
+    held_out = cfg.data or without_split(meta["data"])
+    train_spec = without_split(cfg.data or meta["data"])
+    parity_n = max(cfg.parity_images, cfg.golden)
+    int8 = _Int8Inputs(student, spec, (train_spec, held_out, parity_n), cfg, tmp, index16)
+    images, u8, captions = _images(held_out, "val", parity_n, spec, texts)
+    x = uint8_to_input(u8, spec)
+    with torch.no_grad():
+        torch_emb = student(torch.from_numpy(x)).numpy()
+
+    targets, results = [], {}
+    for target, quant in plan:
+        t0 = time.time()
+        rel = "image_encoder" + ("" if quant == "none" else f".{quant}") + SUFFIX[target]
+        info = EXPORTERS[target](student, spec, quant, tmp / rel, cfg, int8)
+        artifacts = [(target, rel)]
+        if target == "onnx" and cfg.ort_format:
+            ort_file = convert_to_ort(tmp / rel, tmp / rel.replace(".onnx", ".ort"), basic=quant == "fp16")
+            artifacts.append(("ort", ort_file.name))
+        dtype = _weight_dtype(target, quant, cfg)
+        for fmt, path in artifacts:
+            skip = why_not_runnable_here({"format": fmt, "details": info}) if fmt == "executorch" else None
+            if skip:  # nothing on this host runs it (Core ML off macOS has its reference evaluator)
+                par = {"skipped": skip}
+            else:
+                emb, evaluator = _embed(fmt, tmp / path, x, u8, quant)
+                n = len(emb)
+                par = parity(torch_emb[:n], emb, index16, cfg.topk, captions[:n]) | {"evaluator": evaluator}
+            results[f"{fmt}/{quant}"] = (dtype, par)
+            entry = {"role": "image_encoder", "format": fmt, **_entries(tmp, path), "dtype": dtype}
+            entry |= {"quantization": quant, "batch": "dynamic" if cfg.dynamic_batch and fmt != "coreml" else 1}
+            entry |= {"input_name": INPUT_NAME, "output_name": OUTPUT_NAME, "parity": par, "details": info}
+            if fmt in ("onnx", "ort") and quant in SESSION_CONFIG:
+                entry["session_config"] = SESSION_CONFIG[quant]
+            files = entry["package"]["files"] if "package" in entry else [entry["file"]]
+            entry["bytes"] = sum(f["bytes"] for f in files)
+            entry["export_seconds"] = round(time.time() - t0, 1)
+            targets.append(entry)
+    for stray in tmp.glob(".fp32-for-quantization.onnx"):
+        stray.unlink()
+    return (*_apply_gate(tmp, targets, results, cfg), images)
+
+
+def _write_golden(student, images: list, index16: np.ndarray, tmp: Path, cfg: ExportConfig) -> list[dict]:
+    """Golden pairs, the manifest's `golden`: each PNG is a photo of odd, non-square size
+    (golden_photo), so that every reader's preprocessing of it goes through the resize and the
+    crop; its input tensor is the Python preprocessing of the PNG as written, its embedding
+    PyTorch's of that tensor, with its top-k over the index."""
+    spec = student.arch.input_spec
+    golden = []
+    (tmp / "golden").mkdir()
+    for g, i in enumerate(golden_picks(images, cfg.golden)):
+        png = tmp / f"golden/image_{g}.png"
+        golden_photo(images[i], g, spec.size).save(png)
+        gx = preprocess(png, spec)
+        with torch.no_grad():
+            g_emb = student(torch.from_numpy(gx)).numpy()[0]
+        ids, scores = topk(g_emb, index16, cfg.topk)
+        golden.append(
+            {
+                "image": file_entry(tmp, f"golden/image_{g}.png").to_dict(),
+                "input": write_array(tmp, f"golden/input_{g}.f32.bin", gx, "float32").to_dict(),
+                "embedding": write_array(tmp, f"golden/embedding_{g}.f32.bin", g_emb, "float32").to_dict(),
+                "topk_ids": ids.tolist(),
+                "topk_scores": [round(float(s), 6) for s in scores],
+            }
+        )
+    return golden
+
+
+def _model_record(student, meta: dict, source: dict) -> dict:
+    """The manifest's `model`: what the student is, how it was trained and from what."""
+    return {
+        "id": f"ammkd-{student.arch.backbone}-{student.arch.embed_dim}",
+        "teachers": meta["teacher_ids"],
+        "fusion": meta["fusion"],
+        "weighting": meta["weighting"],
+        **({"weighting_options": meta["weighting_options"]} if "weighting_options" in meta else {}),
+        "params": sum(p.numel() for p in student.parameters()),
+        "macs_per_image": macs_per_image(student, student.arch.image_size),
+        "source": source,
+    }
 
 
 def _check_destination(model_dir: Path, out: Path, source: dict, overwrite: bool) -> None:

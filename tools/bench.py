@@ -117,7 +117,7 @@ def bench_bundle(
     return {
         "bundle": str(bundle.root),
         "model": bundle.manifest["model"]["id"],
-        "input_size": bundle.manifest["input"]["size"],
+        "image_size": bundle.manifest["input"]["size"],
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
         "targets": rows,
         "index_search": {"count": idx["count"], "dim": idx["dim"], "k": 10, "threads": threads, "exact_numpy": search},

@@ -20,7 +20,7 @@ def evaluate_bundle(
     """
     from ammkd.bundle.preprocess import uint8_to_input
     from ammkd.common.errors import DataError
-    from ammkd.distill.data import image_tensor
+    from ammkd.distill.image_tensors import image_tensor
     from ammkd.mobile_runtime.retriever import Retriever
 
     r = Retriever.open(bundle_dir, backend=backend, quantization=quantization)

@@ -10,7 +10,8 @@ from PIL import Image
 from ammkd.bundle.format import InputSpec
 from ammkd.bundle.preprocess import load_rgb
 from ammkd.common.errors import DataError
-from ammkd.distill.data import image_tensor, load_split, without_split
+from ammkd.distill.data import load_split, without_split
+from ammkd.distill.image_tensors import image_tensor
 
 
 def write_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
@@ -179,7 +180,7 @@ def _many_images(root: Path, n: int, bad: set[int] = frozenset()) -> list[tuple[
 
 
 def test_parallel_decoding_of_mixed_sizes_and_modes_with_skip_list_and_cache(tmp_path, monkeypatch):
-    from ammkd.distill import data as data_module
+    from ammkd.distill import image_tensors as tensors_module
 
     spec = write_csv(tmp_path / "many.csv", _many_images(tmp_path, 150, bad={7, 99}))
     data = load_split(f"csv:{spec}:all", "train")
@@ -188,7 +189,7 @@ def test_parallel_decoding_of_mixed_sizes_and_modes_with_skip_list_and_cache(tmp
     arr, readable, skipped = image_tensor(data, InputSpec(size=24), skip_bad=True)
     assert arr.shape == (148, 3, 24, 24) and len(readable) == 148 and readable.captions[7] == ["caption 8"]
     assert len(skipped) == 2 and "img007.png" in skipped[0] and "img099.png" in skipped[1]
-    monkeypatch.setattr(data_module, "_decode_all", lambda *a: pytest.fail("decoded twice"))
+    monkeypatch.setattr(tensors_module, "_decode_all", lambda *a: pytest.fail("decoded twice"))
     again, _, _ = image_tensor(data, InputSpec(size=24), skip_bad=True)  # from the disk cache
     assert np.array_equal(again, arr)
 
@@ -197,10 +198,10 @@ def test_parallel_decoding_of_mixed_sizes_and_modes_with_skip_list_and_cache(tmp
 def test_a_dying_decode_worker_fails_the_run_instead_of_hanging(tmp_path, monkeypatch):
     import os
 
-    from ammkd.distill import data as data_module
+    from ammkd.distill import image_tensors as tensors_module
 
     spec = write_csv(tmp_path / "many.csv", _many_images(tmp_path, 130))
-    monkeypatch.setattr(data_module, "to_uint8_chw", lambda *a: os._exit(3))  # inherited by forked workers
+    monkeypatch.setattr(tensors_module, "to_uint8_chw", lambda *a: os._exit(3))  # inherited by forked workers
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     with pytest.raises(DataError, match="worker died"):
         image_tensor(load_split(f"csv:{spec}:all", "train"), InputSpec(size=16))

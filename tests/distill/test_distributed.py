@@ -10,7 +10,8 @@ import pytest
 import torch
 from conftest import TINY_DATA
 
-from ammkd.distill.data import image_tensor, load_split
+from ammkd.distill.data import load_split
+from ammkd.distill.image_tensors import image_tensor
 from ammkd.distill.student_folder import load_student
 from ammkd.distill.train import DistillConfig, distill
 

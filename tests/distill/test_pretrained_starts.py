@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from ammkd.common.errors import ConfigError
-from ammkd.distill.data import image_tensor, load_split
+from ammkd.distill.data import load_split
 from ammkd.distill.frozen_prefix import prefix_forward
+from ammkd.distill.image_tensors import image_tensor
 from ammkd.distill.pretrained import create_timm
 from ammkd.distill.student import create_student
 from ammkd.distill.student_folder import load_student

@@ -10,7 +10,8 @@ from ammkd.bundle.format import BundleReader, InputSpec, validate_manifest
 from ammkd.bundle.preprocess import uint8_to_input
 from ammkd.bundle.search import topk
 from ammkd.common.errors import ConfigError, ExportError
-from ammkd.distill.data import image_tensor, load_split
+from ammkd.distill.data import load_split
+from ammkd.distill.image_tensors import image_tensor
 from ammkd.distill.student_folder import load_student
 from ammkd.export.exporter import ExportConfig, export_bundle
 from ammkd.mobile_runtime.retriever import Retriever
