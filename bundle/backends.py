@@ -41,6 +41,26 @@ class ImageEncoder:
         raise NotImplementedError
 
 
+def onnx_session(model: str | Path | bytes, threads: int = 1, name: str = "model", session_config: dict | None = None):
+    """An ONNX Runtime CPU session, `threads` intra-op threads; `model` a path or the model's bytes
+    (as read and hash-checked from a bundle), `session_config` the target's config entries."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    for key, value in (session_config or {}).items():
+        opts.add_session_config_entry(key, value)
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    try:
+        source = model if isinstance(model, bytes) else str(model)
+        session = ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types for bad models
+        where = name if isinstance(model, bytes) else model
+        raise BundleError(f"{where}: ONNX Runtime cannot load this model ({e})") from None
+    return session
+
+
 class OnnxImageEncoder(ImageEncoder):
     """ONNX Runtime on the CPU, threads pinned (latency is measured per thread count)."""
 
@@ -53,20 +73,7 @@ class OnnxImageEncoder(ImageEncoder):
     ):
         """`model`: a path, or the model's bytes (as read and hash-checked from a bundle);
         `session_config`: the target's ONNX Runtime config entries (manifest `session_config`)."""
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        for key, value in (session_config or {}).items():
-            opts.add_session_config_entry(key, value)
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        try:
-            source = model if isinstance(model, bytes) else str(model)
-            self.session = ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime raises its own exception types for bad models
-            where = name if isinstance(model, bytes) else model
-            raise BundleError(f"{where}: ONNX Runtime cannot load this model ({e})") from None
+        self.session = onnx_session(model, threads, name, session_config)
         spec = self.session.get_inputs()[0]
         self.input_name = spec.name
         self.batch = spec.shape[0] if isinstance(spec.shape[0], int) else None

@@ -14,6 +14,10 @@ from ammkd.common.errors import ExportError
 
 MIN_COSINE = {"float32": 0.999, "float16": 0.995, "int8": 0.98, "palettized": 0.98}
 RECALL_KS = (1, 5, 10)
+# The text gate (docs/design.md §5.10): a text encoder's embeddings of index texts against their
+# class vectors. Dynamic int8 also quantizes a transformer's activations, which moves single
+# embeddings further than an image encoder's int8 does; search quality is measured as recall.
+TEXT_MIN_COSINE = {"float32": 0.999, "int8": 0.95}
 
 
 def min_cosine_for(dtype: str) -> float:

@@ -7,10 +7,11 @@ line ends; id = line number from 0) and `tokenizer/settings.json` (TokenizerSett
   1. whitespace: split on the code points Python's `str.isspace()` accepts (WHITESPACE below)
      and re-join the words with one space (open_clip's `whitespace_clean`; its `ftfy` repairs
      and HTML unescaping are not part of the contract, see §5.10);
-  2. BERT normalizer: drop U+0000, U+FFFD and "other" code points (categories Cc, Cf, Cn, Co;
-     tab, LF and CR excepted), map whitespace (tab, LF, CR and Unicode White_Space) to a space,
-     put spaces around CJK ideographs (`chinese_chars`), strip accents (NFD, then drop category
-     Mn) and lower-case each code point on its own (`lowercase`; no context rules);
+  2. BERT normalizer: drop U+0000, U+FFFD and "other" code points (categories Cc, Cf, Co as of
+     Unicode 8.0; unassigned code points stay; tab, LF and CR excepted), map whitespace (tab, LF,
+     CR and Unicode White_Space) to a space, put spaces around CJK ideographs (`chinese_chars`),
+     strip accents (NFD, then drop category Mn as of Unicode 8.0) and lower-case each code point
+     on its own (`lowercase`; no context rules);
   3. pre-tokenizer: split on whitespace, and every punctuation code point (ASCII 33-47, 58-64,
      91-96, 123-126, or a Unicode P* category) is a word of its own;
   4. WordPiece: a word longer than `max_input_chars_per_word` code points is `unk`; otherwise
@@ -33,6 +34,8 @@ from ammkd.common.errors import BundleError
 
 VOCAB_FILE = "tokenizer/vocab.txt"
 SETTINGS_FILE = "tokenizer/settings.json"
+KIT_FILE = "golden/tokenizer_kit.json"  # {"cases": [{"text", "ids"}]}
+KIT_EMBEDDINGS = "golden/text_embeddings.f32.bin"  # (M, D) float32, PyTorch's embedding of each kit text
 # Python's str.isspace() code points: what str.split() splits on (step 1).
 WHITESPACE = frozenset(
     [*range(0x09, 0x0E), *range(0x1C, 0x21), 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029]

@@ -198,6 +198,14 @@ def export(
     allow_degraded: bool = typer.Option(False, help="Keep artifacts that miss the parity bounds (default: left out)."),
     strict: bool = typer.Option(False, help="Fail if any artifact misses the parity bounds (default: left out)."),
     overwrite: bool = typer.Option(False, help="Replace a bundle of another model at --out."),
+    text_encoder: Optional[str] = typer.Option(
+        None,
+        help="Text side for free-text search: auto (default: shipped when the teachers' text towers are "
+        "Hugging Face WordPiece ones), on (fail if it cannot ship), off.",
+    ),
+    text_quantize: Optional[str] = typer.Option(
+        None, help="Text encoder variants: none|int8-dynamic|int8-weights, comma-separated (none,int8-dynamic)."
+    ),
     config: Optional[Path] = typer.Option(None, help="YAML/TOML/JSON ExportConfig; options override it."),
 ):
     """Export the student and its class-vector index to a verified bundle."""
@@ -219,6 +227,8 @@ def export(
         allow_degraded=allow_degraded or None,
         strict=strict or None,
         overwrite=overwrite or None,
+        text_encoder=text_encoder,
+        text_quantize=text_quantize,
     )
     export_bundle(model, out_dir, cfg)
     manifest = BundleReader.open(out_dir).manifest
@@ -249,32 +259,57 @@ def export(
             out.print(f"[yellow]left out, missed its parity bound:[/yellow] {escape(miss)}")
     if manifest.get("left_out"):
         out.print("(--allow-degraded keeps such artifacts, --strict makes a miss fail the export)")
+    side = manifest.get("text_encoder")
+    if side is None:
+        out.print(f"text encoder: none ({escape(manifest.get('text_encoder_absent', ''))})")
+        return
+    for t in side["targets"]:
+        p = t["parity"]
+        out.print(
+            f"text encoder onnx/{t['quantization']}: {t['bytes'] / 1e6:.1f} MB, cosine to the class vectors "
+            f"min {p['cosine_min']:.4f} mean {p['cosine_mean']:.4f} over {p['texts']} index texts, "
+            f"own text first {p['self_top1']:.1%}"
+        )
+    for left in side.get("left_out", []):
+        out.print(f"[yellow]text encoder left out:[/yellow] {escape('; '.join(left['misses']))}")
 
 
 @app.command()
 def search(
     bundle: Path = typer.Option(..., help="Bundle folder."),
     image: Optional[Path] = typer.Option(None, help="Image file: its top-k texts of the index."),
-    text: Optional[str] = typer.Option(None, help="A text of the bundle's set: its top-k photos of --gallery."),
+    text: Optional[str] = typer.Option(
+        None,
+        help="A query: its top-k photos of --gallery, or without --gallery its top-k texts of the index. "
+        "Free text with a bundle that has a text encoder; otherwise a text of the index.",
+    ),
     gallery: Optional[Path] = typer.Option(None, help="Folder of photos, embedded into the bundle's gallery/."),
     rebuild_gallery: bool = typer.Option(False, "--rebuild-gallery", help="Start the gallery afresh."),
     k: int = typer.Option(5, min=1),
     backend: str = typer.Option("auto", help="auto, onnx, ort, executorch or coreml (macOS)."),
     quantization: Optional[str] = typer.Option(None, help="Which quantized target to run (default: unquantized)."),
+    text_quantization: Optional[str] = typer.Option(None, help="Which text encoder to run (default: unquantized)."),
     threads: int = typer.Option(1, min=1),
     as_json: bool = typer.Option(False, "--json"),
 ):
-    """Image -> top-k texts of the index; or, with --gallery and --text, text -> top-k photos."""
+    """Image -> top-k texts of the index; text -> top-k photos of --gallery, or top-k texts."""
     from ammkd.common.errors import ConfigError
     from ammkd.mobile_runtime.retriever import Retriever
 
     if (image is None) == (text is None):
-        raise ConfigError("search: give either --image FILE, or --text TEXT with --gallery DIR")
-    if text is not None and gallery is None:
-        raise ConfigError("search: --text searches photos; give the photo folder with --gallery DIR")
+        raise ConfigError("search: give either --image FILE or --text TEXT (with --gallery DIR to search photos)")
     r = Retriever.open(bundle, threads=threads, backend=backend, quantization=quantization)
+    r.text_quantization = text_quantization
     if text is not None:
-        _search_gallery(r, gallery, text, k, rebuild_gallery, as_json)
+        if gallery is None and not r.has_text_encoder:
+            raise ConfigError(
+                "search: this bundle has no text encoder, so --text searches photos by a text of the index: "
+                "give the photo folder with --gallery DIR"
+            )
+        if gallery is None:
+            _search_texts(r, text, k, as_json)
+        else:
+            _search_gallery(r, gallery, text, k, rebuild_gallery, as_json)
         return
     hits = r.top_texts(image, k)
     timings = {k: round(v, 3) for k, v in r.timings_ms.items()}
@@ -290,13 +325,7 @@ def search(
             )
         )
         return
-    table = Table(title=escape(f"top {k} for {image}"))
-    table.add_column("#", justify="right")
-    table.add_column("score", justify="right")
-    table.add_column("text")
-    for rank, h in enumerate(hits, 1):
-        table.add_row(str(rank), f"{h.score:.3f}", escape(h.text))
-    out.print(table)
+    _print_hits(f"top {k} for {image}", [(h.score, h.text) for h in hits])
     t = r.timings_ms
     out.print(
         f"{r.target['format']}/{r.target['quantization']}: load {t['load']:.1f} ms, "
@@ -304,19 +333,43 @@ def search(
     )
 
 
+def _print_hits(title: str, rows: list[tuple[float, str]], what: str = "text") -> None:
+    table = Table(title=escape(title))
+    table.add_column("#", justify="right")
+    table.add_column("score", justify="right")
+    table.add_column(what)
+    for rank, (score, name) in enumerate(rows, 1):
+        table.add_row(str(rank), f"{score:.3f}", escape(name))
+    out.print(table)
+
+
+def _search_texts(r, text: str, k: int, as_json: bool) -> None:
+    """Free text -> the top-k texts of the index, by the bundle's text encoder."""
+    query, via = r.text_query(text)
+    hits = r.search_embedding(query, k)
+    if as_json:
+        timings = {k: round(v, 3) for k, v in r.timings_ms.items()}
+        print(json.dumps({"text": text, "query_by": via, "hits": [h.__dict__ for h in hits], "timings_ms": timings}))
+        return
+    _print_hits(f"top {k} texts for {text!r}", [(h.score, h.text) for h in hits])
+    out.print(f"text encoder {r._text.target['quantization']}: encode {r.timings_ms['encode_text']:.1f} ms")
+
+
 def _search_gallery(r, gallery: Path, text: str, k: int, rebuild: bool, as_json: bool) -> None:
-    from ammkd.bundle.texts import find_text
     from ammkd.mobile_runtime.gallery import update_gallery
 
-    tid = find_text(r.texts, text)  # before any embedding: a typo fails at once
+    # the query first: a typo of an index text (bundles without a text encoder) fails at once
+    query, via = r.text_query(text)
     update = update_gallery(r, gallery, rebuild)
-    hits = update.gallery.search(r.index[tid], k)
+    hits = update.gallery.search(query, k)
     if as_json:
+        known = {"text_id": r.texts.index(text)} if via == "index" and text in r.texts else {}
         print(
             json.dumps(
                 {
-                    "text": r.texts[tid],
-                    "text_id": tid,
+                    "text": text,
+                    "query_by": via,
+                    **known,
                     "added": update.added,
                     "skipped": update.skipped,
                     "gallery_size": len(update.gallery.images),
@@ -331,13 +384,7 @@ def _search_gallery(r, gallery: Path, text: str, k: int, rebuild: bool, as_json:
         f"gallery: {len(update.gallery.images)} photos ({update.added} new, {len(update.skipped)} skipped) "
         f"in {update.gallery.folder}"
     )
-    table = Table(title=escape(f"top {k} photos for {r.texts[tid]!r}"))
-    table.add_column("#", justify="right")
-    table.add_column("score", justify="right")
-    table.add_column("photo")
-    for rank, (p, s) in enumerate(hits, 1):
-        table.add_row(str(rank), f"{s:.3f}", escape(str(p)))
-    out.print(table)
+    _print_hits(f"top {k} photos for {text!r}", [(s, str(p)) for p, s in hits], "photo")
 
 
 @app.command()

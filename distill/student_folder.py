@@ -94,3 +94,10 @@ def write_index(out: Path, teachers: list[Teacher], data: str, fusion: str, net:
     texts_list = list(texts)
     atomic_write_json(out / INDEX_TEXTS, texts_list)
     atomic_save_npy(out / INDEX_VECTORS, fused_text_vectors(teachers, texts_list, fusion, net))
+
+
+def teacher_id(t: Teacher) -> str:
+    """A host-independent name for a teacher: its folder name and weights hash, or its spec."""
+    if t.fingerprint.endswith(":random-init") or not Path(t.name).is_dir():
+        return t.fingerprint
+    return f"{Path(t.name).name}@sha256:{t.fingerprint[:16]}"

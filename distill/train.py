@@ -66,6 +66,7 @@ from ammkd.distill.student_folder import (
     FUSION_WEIGHTS,
     STUDENT_META,
     STUDENT_WEIGHTS,
+    teacher_id,
     write_index,
 )
 from ammkd.distill.teacher_outputs import TEACHER_OUTPUT_MODES, FusedTeacherOutputs, TeacherOutputs
@@ -400,7 +401,7 @@ def _write_student(cfg: DistillConfig, out: Path, run: _Run, total: int, train_s
     meta = {
         "arch": run.student.arch.to_dict(),
         "teachers": [str(Path(t).resolve()) if Path(t).is_dir() else t for t in cfg.teachers],
-        "teacher_ids": [_teacher_id(t) for t in run.teachers],
+        "teacher_ids": [teacher_id(t) for t in run.teachers],
         "fusion": cfg.fusion,
         "fusion_dims": [t.dim for t in run.teachers],
         "fusion_final_loss": round(float(np.mean(losses[-20:])), 4) if losses else None,
@@ -516,10 +517,3 @@ def _log_step(log, step, means, n_kl, aux_names, alpha, raw, gram, opt, log_scal
     if len(gram) == 2:
         record["grad_cosine"] = round((gram[0, 1] / (gram[0, 0] * gram[1, 1]).sqrt().clamp(min=1e-30)).item(), 4)
     append_jsonl(log, record)
-
-
-def _teacher_id(t: Teacher) -> str:
-    """A host-independent name for a teacher: its folder name and weights hash, or its spec."""
-    if t.fingerprint.endswith(":random-init") or not Path(t.name).is_dir():
-        return t.fingerprint
-    return f"{Path(t.name).name}@sha256:{t.fingerprint[:16]}"

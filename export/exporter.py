@@ -28,7 +28,7 @@ from ammkd.bundle.parity import gate_failure, gate_misses, parity
 from ammkd.bundle.preprocess import preprocess, resize_plan, to_rgb, to_uint8_chw, uint8_to_input
 from ammkd.bundle.search import topk
 from ammkd.common.config import save_config
-from ammkd.common.errors import ConfigError, ExportError
+from ammkd.common.errors import AmmkdError, ConfigError, ExportError
 from ammkd.common.files import remove_stale_temps, sha256_file, temp_prefix
 from ammkd.distill.data import load_split, without_split
 from ammkd.distill.student_folder import INDEX_TEXTS, INDEX_VECTORS, STUDENT_WEIGHTS, load_student
@@ -42,6 +42,7 @@ from ammkd.export.onnx_export import (
     mobile_usability,
     quantize_onnx,
 )
+from ammkd.export.text_encoder import TEXT_QUANTIZATIONS, write_text_side
 
 TARGETS = ("onnx", "executorch", "coreml")
 QUANTIZATIONS = ("none", "fp16", "int8", "int8-dynamic", "int8-weights", "palettize4", "palettize8")
@@ -80,6 +81,11 @@ class ExportConfig:
     allow_degraded: bool = False
     strict: bool = False
     overwrite: bool = False  # replace a bundle of another model at the destination
+    # the text side (text_encoder.py): auto ships it when the teachers' text towers can ship
+    # (Hugging Face WordPiece), on fails when they cannot, off leaves it out
+    text_encoder: str = "auto"
+    text_quantize: str = "none,int8-dynamic"  # of TEXT_QUANTIZATIONS
+    text_parity_texts: int = 2000  # index texts the text gate encodes, a seeded sample (0: all)
 
     def targets(self) -> list[str]:
         names = [t.strip() for t in self.target.split(",") if t.strip()]
@@ -87,6 +93,9 @@ class ExportConfig:
 
     def quantizations(self) -> list[str]:
         return [q.strip() for q in self.quantize.split(",") if q.strip()]
+
+    def text_quantizations(self) -> list[str]:
+        return [q.strip() for q in self.text_quantize.split(",") if q.strip()]
 
     def plan(self) -> list[tuple[str, str]]:
         """The (target, quantization) pairs to export, fp32 first. A quantization that one asked
@@ -121,6 +130,15 @@ class ExportConfig:
             raise ConfigError("export: parity_images, golden, topk, calibration_images and probe_images must be >= 1")
         if self.allow_degraded and self.strict:
             raise ConfigError("export: allow_degraded keeps what misses the parity gate, strict fails on it: pick one")
+        if self.text_encoder not in ("auto", "on", "off"):
+            raise ConfigError(f"export: text_encoder must be auto, on or off; got {self.text_encoder!r}")
+        for q in self.text_quantizations() or [""]:
+            if q not in TEXT_QUANTIZATIONS:
+                raise ConfigError(
+                    f"export: unknown text encoder quantization {q!r}; use one of {list(TEXT_QUANTIZATIONS)}"
+                )
+        if self.text_parity_texts < 0:
+            raise ConfigError("export: text_parity_texts must be >= 0 (0: every index text)")
         if self.int8_float_convs is not None and self.int8_float_convs < 0:
             raise ConfigError(
                 f"export: int8_float_convs must be >= 0 (or unset: searched); got {self.int8_float_convs}"
@@ -433,6 +451,7 @@ def export_bundle(
         index_entry, index16 = _write_index(tmp, texts, index)
         targets, misses, left_out, images = _export_targets(student, meta, plan, texts, index16, tmp, cfg)
         golden = _write_golden(student, images, index16, tmp, cfg)
+        text_side, no_text = _text_side(model_dir, meta, texts, index, index16, tmp, cfg)
         manifest = {
             "model": _model_record(student, meta, source),
             "input": student.arch.input_spec.to_dict(),
@@ -442,6 +461,7 @@ def export_bundle(
             "left_out": left_out,
             "index": index_entry,
             "golden": golden,
+            **({"text_encoder": text_side} if text_side else {"text_encoder_absent": no_text}),
             "tools": _tools(),
         }
         save_config(cfg, tmp / "export_config.json")
@@ -455,6 +475,19 @@ def export_bundle(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _text_side(model_dir: Path, meta: dict, texts, index, index16, tmp: Path, cfg: ExportConfig):
+    """(the manifest's `text_encoder`, None), or (None, why the bundle has none)."""
+    if cfg.text_encoder == "off":
+        return None, "export left it out (text_encoder off)"
+    try:
+        side, why = write_text_side(model_dir, meta, texts, index, index16, tmp, cfg)
+    except AmmkdError as e:  # e.g. the teachers are not on this machine
+        side, why = None, str(e)
+    if side is None and cfg.text_encoder == "on":
+        raise ExportError(f"export: no text encoder can ship: {why}")
+    return side, why
 
 
 def _read_index(model_dir: Path, dim: int) -> tuple[list[str], np.ndarray]:

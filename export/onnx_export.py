@@ -40,12 +40,20 @@ def export_onnx(
 ) -> Path:
     """Export with the dynamo exporter, weights embedded in the one file; batch 1 unless
     `dynamic_batch` (then the first input dimension is symbolic, `batch`)."""
+    example = (torch.rand(2 if dynamic_batch else 1, 3, image_size, image_size),)
+    dynamic = {"image": {0: torch.export.Dim("batch", min=1, max=1024)}} if dynamic_batch else None
+    return dynamo_export(model, example, path, opset, (INPUT_NAME, OUTPUT_NAME), dynamic)
+
+
+def dynamo_export(
+    model: torch.nn.Module, example: tuple, path: Path, opset: int, names: tuple[str, str], dynamic: dict | None
+) -> Path:
+    """One-input, one-output `model` -> ONNX at `path` (dynamo exporter, weights in the file);
+    `names` (input, output), `dynamic` the exporter's dynamic_shapes (None: all static)."""
     if opset < MIN_OPSET:
         raise ConfigError(f"export: opset {opset} is too old; use {MIN_OPSET} or newer")
     model = model.eval()
     path.parent.mkdir(parents=True, exist_ok=True)
-    example = (torch.rand(2 if dynamic_batch else 1, 3, image_size, image_size),)
-    dynamic = {"image": {0: torch.export.Dim("batch", min=1, max=1024)}} if dynamic_batch else None
     try:
         with quiet("onnxscript", "torch.onnx", "onnx_ir"), torch.no_grad():
             program = torch.onnx.export(
@@ -53,15 +61,15 @@ def export_onnx(
                 example,
                 dynamo=True,
                 opset_version=opset,
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
+                input_names=[names[0]],
+                output_names=[names[1]],
                 dynamic_shapes=dynamic,
                 external_data=False,
                 verbose=False,
             )
         program.save(str(path), external_data=False)
     except Exception as e:  # the exporter raises many types; the message names the failing op
-        raise ExportError(f"ONNX export failed: {type(e).__name__}: {e}") from e
+        raise ExportError(f"ONNX export of {path.name} failed: {type(e).__name__}: {e}") from e
     return path
 
 

@@ -12,6 +12,8 @@ from PIL import Image
 from ammkd.bundle.backends import ImageEncoder, open_image_encoder
 from ammkd.bundle.format import BundleReader
 from ammkd.bundle.preprocess import preprocess
+from ammkd.bundle.text_encoder import TextSide, open_text_side
+from ammkd.bundle.texts import find_text
 from ammkd.common.errors import BundleError
 from ammkd.mobile_runtime.index import APPROX_THRESHOLD, ExactIndex, FaissIndex
 
@@ -34,6 +36,8 @@ class Retriever:
     texts: list[str]
     searcher: ExactIndex | FaissIndex
     timings_ms: dict = field(default_factory=dict)
+    text_quantization: str | None = None  # which text encoder embed_text runs (None: the most precise)
+    _text: TextSide | None = field(default=None, repr=False)
 
     @classmethod
     def open(
@@ -82,3 +86,25 @@ class Retriever:
 
     def top_texts(self, image, k: int = 5) -> list[Hit]:
         return self.search_embedding(self.embed(image), k)
+
+    @property
+    def has_text_encoder(self) -> bool:
+        return "text_encoder" in self.bundle.manifest
+
+    def embed_text(self, text: str) -> np.ndarray:
+        """A free-text query -> (D,) unit embedding by the bundle's text encoder (opened on first
+        use). BundleError for a bundle without one; ConfigError for an empty or invalid query."""
+        t0 = time.perf_counter()
+        if self._text is None:
+            self._text = open_text_side(self.bundle, self.text_quantization)
+        emb = self._text.embed(text)
+        self.timings_ms["encode_text"] = (time.perf_counter() - t0) * 1e3
+        return emb
+
+    def text_query(self, text: str) -> tuple[np.ndarray, str]:
+        """The vector a text searches with, and how it was found: the text encoder's embedding
+        ("text encoder"), or, in a bundle without one, the class vector of that text of the index
+        ("index"; a text outside the index raises DataError with the nearest known texts)."""
+        if self.has_text_encoder:
+            return self.embed_text(text), "text encoder"
+        return self.index[find_text(self.texts, text)], "index"

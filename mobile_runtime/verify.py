@@ -7,7 +7,8 @@ elsewhere its saved MIL program through a reference evaluator the caller passes 
 export/mil_reference.py's, which needs PyTorch) embeds the stored input, and its
 cosine to the stored PyTorch embedding and its top-k ids in the index are compared with the
 stored ones. Bounds are the export's parity bounds of the target's weight dtype; unquantized
-targets must also return the same top-1 text.
+targets must also return the same top-1 text. A bundle with a text encoder also runs its
+tokenizer kit (identical ids) and each text encoder on the kit (cosine to PyTorch's embedding).
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import numpy as np
 
 from ammkd.bundle.backends import open_image_encoder, why_not_runnable_here
 from ammkd.bundle.format import BundleReader, listed_files
-from ammkd.bundle.parity import min_cosine_for
+from ammkd.bundle.parity import TEXT_MIN_COSINE, min_cosine_for
 from ammkd.bundle.preprocess import preprocess
 from ammkd.bundle.search import topk
+from ammkd.bundle.text_encoder import OnnxTextEncoder, read_tokenizer
 from ammkd.common.errors import AmmkdError, BundleError
 
 PREPROCESS_TOLERANCE = 1e-6  # max abs difference of the Python preprocessing to the stored input
@@ -90,9 +92,49 @@ def verify_bundle(bundle_dir, threads: int = 1, coreml_reference: CoreMLReferenc
                 f"top{k}_overlap": round(overlap, 4),
             }
         )
+    rows += _text_rows(bundle, threads)
     ok = all(r["ok"] for r in pre_rows) and all(r["status"] != "failed" for r in rows)
     report = {"bundle": str(bundle.root), "golden": len(golden), "files": file_rows, "preprocess": pre_rows}
     return report | {"targets": rows, "ok": ok}
+
+
+def _text_rows(bundle: BundleReader, threads: int) -> list[dict]:
+    """The text side's self-test: the tokenizer on the kit (identical ids), then each text encoder
+    on the kit's ids against the stored PyTorch embeddings (cosine bound of its weight dtype)."""
+    side = bundle.manifest.get("text_encoder")
+    if side is None:
+        return []
+    try:
+        tokenizer = read_tokenizer(bundle)
+        cases = bundle.read_json(side["kit"]["cases"])["cases"]
+        expected = bundle.read_array(side["kit"]["embeddings"]).astype(np.float32)
+    except (AmmkdError, KeyError, TypeError) as e:
+        return [{"target": "tokenizer", "dtype": "-", "status": "failed", "reason": str(e)}]
+    wrong = [c["text"] for c in cases if tokenizer.encode(c["text"]) != c["ids"]]
+    rows = [
+        {
+            "target": "tokenizer",
+            "dtype": "-",
+            "status": "failed" if wrong else "ok",
+            "kit_cases": len(cases),
+            **({"reason": f"{len(wrong)} kit texts tokenized differently, first {wrong[0]!r}"} if wrong else {}),
+        }
+    ]
+    for t in side["targets"]:
+        row = {"target": f"text/{t['format']}/{t['quantization']}", "dtype": t["dtype"]}
+        try:
+            enc = OnnxTextEncoder(
+                bundle.read_bytes(t["file"]), threads, str(t["file"]["path"]), t.get("session_config")
+            )
+            emb = np.concatenate([enc.embed(np.array([c["ids"]], dtype=np.int64)) for c in cases])
+        except AmmkdError as e:
+            rows.append(row | {"status": "failed", "reason": str(e)})
+            continue
+        cos = (emb * expected).sum(1) / (np.linalg.norm(emb, axis=1) * np.linalg.norm(expected, axis=1))
+        bound = TEXT_MIN_COSINE[t["dtype"]]
+        status = "ok" if float(cos.min()) >= bound else "failed"
+        rows.append(row | {"status": status, "cosine_min": round(float(cos.min()), 6), "cosine_bound": bound})
+    return rows
 
 
 def _check_file(bundle: BundleReader, entry: dict) -> dict:

@@ -79,6 +79,38 @@ def pipeline(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def text_pipeline(tmp_path_factory) -> dict[str, Path]:
+    """Two teachers sharing the pretrained MiniLM text tower (frozen, own projections), a network-
+    fusion student, and its bundle with a text encoder (fp32 and int8-dynamic)."""
+    from ammkd.distill.teacher_training import TeacherConfig, train_teacher
+    from ammkd.distill.train import DistillConfig, distill
+    from ammkd.export.exporter import ExportConfig, export_bundle
+
+    root = tmp_path_factory.mktemp("text_pipeline")
+    teachers = [
+        train_teacher(
+            TeacherConfig(model=f"{preset}+hf:all-MiniLM-L6-v2", data=TINY_DATA, epochs=3, batch_size=32), root / preset
+        )
+        for preset in ("ammkd-tiny-rn", "ammkd-tiny-vit")
+    ]
+    student = distill(
+        DistillConfig(
+            teachers=[str(t) for t in teachers],
+            data=TINY_DATA,
+            student="ammkd-mnv3-small-050",
+            fusion="network",
+            epochs=5,
+            batch_size=32,
+        ),
+        root / "student",
+    )
+    bundle = export_bundle(
+        student, root / "bundle", ExportConfig(parity_images=8, text_encoder="on"), notify=lambda s: None
+    )
+    return {"root": root, "teachers": teachers, "student": student, "bundle": bundle}
+
+
+@pytest.fixture(scope="session")
 def full_bundle(pipeline, tmp_path_factory) -> Path:
     """The pipeline's student exported to every target, unquantized and int8."""
     from ammkd.export.exporter import ExportConfig, export_bundle

@@ -6,17 +6,26 @@ with the device runtime (mobile_runtime/retriever.py), so it sits above both.
 
 from __future__ import annotations
 
+import numpy as np
+
 from ammkd.distill.data import ImageTextData
 from ammkd.distill.evaluate import evaluate_student, evaluate_teacher, recall_at_k
 
 
 def evaluate_bundle(
-    bundle_dir, data, skip_bad: bool = False, backend: str = "auto", quantization: str | None = None
+    bundle_dir,
+    data,
+    skip_bad: bool = False,
+    backend: str = "auto",
+    quantization: str | None = None,
+    text_quantization: str | None = None,
 ) -> dict[str, float]:
     """A bundle through its runtime: the image embeddings of one of its targets (`backend`,
-    `quantization` as in `Retriever.open`) against its fp16 index rows.
+    `quantization` as in `Retriever.open`) against its captions' vectors: their fp16 index rows,
+    or, with `text_quantization` (a text encoder variant: none, int8-dynamic, ...), the bundle's
+    text encoder's embeddings of the raw captions.
 
-    Every caption of `data` must be in the bundle's text set (the student has no text encoder).
+    With index rows every caption of `data` must be in the bundle's text set.
     """
     from ammkd.bundle.preprocess import uint8_to_input
     from ammkd.common.errors import DataError
@@ -28,12 +37,15 @@ def evaluate_bundle(
     images, data, _ = image_tensor(data, spec, skip_bad)
     emb = r.encoder.embed(uint8_to_input(images, spec))
     texts, per_image = data.texts()
+    if text_quantization is not None:
+        r.text_quantization = text_quantization
+        return recall_at_k(emb, np.stack([r.embed_text(t) for t in texts]), per_image)
     row = {t: i for i, t in enumerate(r.texts)}
     missing = [t for t in texts if t not in row]
     if missing:
         raise DataError(
             f"{bundle_dir}: {len(missing)} caption(s) of {data.name} are not in the bundle's "
-            f"text set, e.g. {missing[0]!r}; evaluate the student folder instead"
+            f"text set, e.g. {missing[0]!r}; evaluate the student folder, or use the bundle's text encoder"
         )
     return recall_at_k(emb, r.index[[row[t] for t in texts]], per_image)
 

@@ -26,6 +26,7 @@ from reader_limits import kotlin_limits, schema_maxima
 from ammkd.bundle.preprocess import preprocess
 from ammkd.bundle.search import topk
 from ammkd.distill.data import load_split
+from ammkd.distill.text_towers import MINILM_ALIAS, resolve_hf_dir
 from ammkd.mobile_runtime.gallery import open_gallery, update_gallery
 from ammkd.mobile_runtime.retriever import Retriever
 
@@ -211,11 +212,12 @@ def test_kotlin_core_agrees_with_the_python_runtime(pipeline, tmp_path):
     expected = tmp_path / "expected.json"
     expected.write_text(json.dumps(_expectations(bundle, tmp_path)))
     report = tmp_path / "kotlin_report.json"
+    vocab = resolve_hf_dir(MINILM_ALIAS) / "vocab.txt"  # the vocabulary tests/fixtures/tokenizer_kit.json was made with
 
     cmd = [
         "mvn", "-q", "-B", "-f", str(POM), "test",
         f"-Dammkd.bundle={bundle}", f"-Dammkd.expected={expected}", f"-Dammkd.report={report}",
-        f"-Dammkd.fixtures={ROOT / 'tests' / 'fixtures'}",
+        f"-Dammkd.fixtures={ROOT / 'tests' / 'fixtures'}", f"-Dammkd.vocab={vocab}",
     ]  # fmt: skip
     t0 = time.time()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=MAVEN_TIMEOUT_S, cwd=ROOT)
@@ -242,6 +244,8 @@ def test_kotlin_core_agrees_with_the_python_runtime(pipeline, tmp_path):
     assert figures["fixture_text_cases"] == len(texts["cases"]) + len(texts["normal_forms"])
     plans = json.loads((ROOT / "tests" / "fixtures" / "resize_plans.json").read_text())
     assert figures["fixture_resize_plans"] == len(plans["cases"])
+    kit = json.loads((ROOT / "tests" / "fixtures" / "tokenizer_kit.json").read_text())
+    assert figures["fixture_tokenizer_cases"] == len(kit["cases"])  # WordPieceTokenizer.kt gave every case's ids
     _check_device_gallery(written["device_gallery"], figures)
 
 
@@ -270,3 +274,165 @@ def test_kotlin_limits_are_the_schemas():
     want = schema_maxima()
     have = kotlin_limits()
     assert {k: have.get(k) for k in want} == want
+
+
+# --- free-text search (the bundle's text side, docs/design.md §5.10) ---------------------------
+
+TEXT_K = 10  # the top-k compared
+TEXT_EXTRA = 5  # Python's rankings are written this much deeper, so near-ties can be told apart
+TEXT_GALLERY_PHOTOS = 24
+TEXT_COSINE_BOUND = 0.9999  # Kotlin (ONNX Runtime Java) vs Python (ONNX Runtime) embedding of one query
+NARROW_WIDTH = 8  # the width of a text encoder that does not match the index (refused by the core)
+FREE_TEXTS = [
+    "a dog running on the beach",
+    "two red circles and a blue square",
+    "Ein großer Hund läuft über die Wiese",
+    "café crème brûlée, naïve façade",
+    "我的狗在海滩上 (my dog on the beach)",
+    "🐶🏖️ dog on the beach, summer 2023!",
+    "  MIXED   case\tand\u3000odd\u00a0spacing  ",
+    "Ωμέγα ΣΊΣΥΦΟΣ, ﬁsh ½ and Ⅻ",
+    "[CLS] literal [SEP] tokens [PAD] are text",
+    " ".join(["a purple square next to a red circle"] * 12),  # far past max_length: truncated
+]
+
+
+def _narrow_text_encoder(path: Path, width: int = NARROW_WIDTH) -> None:
+    """An ONNX model with a text encoder's interface (input_ids (B, L) int64 -> text_embedding (B,
+    width) unit rows) whose output is narrower than the index: the core must refuse it."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.linspace(-1, 1, width, dtype=np.float32).reshape(1, width), "w")
+    nodes = [
+        helper.make_node("Cast", ["input_ids"], ["f"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceMean", ["f"], ["m"], axes=[1], keepdims=1),
+        helper.make_node("MatMul", ["m", "w"], ["y"]),
+        helper.make_node("LpNormalization", ["y"], ["text_embedding"], axis=1, p=2),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "narrow_text_encoder",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "length"])],
+        [helper.make_tensor_value_info("text_embedding", TensorProto.FLOAT, ["batch", width])],
+        [w],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8  # readable by older ONNX Runtime builds (the core's Java one too)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def _text_expectations(bundle: Path, work: Path) -> dict:
+    """What the Python runtime says for free-text queries on `bundle` (a copy: a gallery is added):
+    per query its token ids, and per text encoder variant its embedding and its top texts of the
+    index and top photos of the gallery, with scores (TEXT_K + TEXT_EXTRA deep)."""
+    from ammkd.bundle.text_encoder import open_text_side
+
+    r = Retriever.open(bundle, backend="onnx", threads=1, search="exact")
+    photos = work / "text_photos"
+    photos.mkdir()
+    data = load_split(TINY_DATA, "val")
+    for i in range(TEXT_GALLERY_PHOTOS):
+        data.image(i).save(photos / f"{i:03d}.png")
+    gallery = update_gallery(r, photos).gallery
+    n = len(r.texts)
+    index_texts = [r.texts[0], r.texts[n // 3], r.texts[n - 1]]
+    queries = [*index_texts, "  " + r.texts[n // 2].upper() + ".  ", *FREE_TEXTS]
+    depth = TEXT_K + TEXT_EXTRA
+    side_spec = r.bundle.manifest["text_encoder"]
+    variants = {}
+    ids = None
+    for t in side_spec["targets"]:
+        q = t["quantization"]
+        side = open_text_side(r.bundle, q)
+        if ids is None:
+            ids = [side.tokenizer.encode(text) for text in queries]
+        rows = []
+        for text in queries:
+            emb = side.embed(text)
+            hits = r.search_embedding(emb, depth)
+            g_ids, g_scores = topk(emb, gallery.embeddings, depth)
+            rows.append(
+                {
+                    "embedding": emb.astype(float).tolist(),
+                    "index_ids": [h.id for h in hits],
+                    "index_scores": [h.score for h in hits],
+                    "gallery_ids": g_ids.tolist(),
+                    "gallery_scores": g_scores.astype(float).tolist(),
+                }
+            )
+        variants[q] = {"dtype": t["dtype"], "bytes": t["file"]["bytes"], "queries": rows}
+    narrow = work / "narrow_text_encoder.onnx"
+    _narrow_text_encoder(narrow)
+    return {
+        "k": TEXT_K,
+        "cosine_bound": TEXT_COSINE_BOUND,
+        "queries": [{"text": text, "ids": i, "in_index": text in index_texts} for text, i in zip(queries, ids)],
+        "variants": variants,
+        "gallery": {"count": len(gallery.images), "images": gallery.images},
+        "narrow_text_encoder": {"path": str(narrow), "width": NARROW_WIDTH},
+    }
+
+
+def test_kotlin_free_text_search_agrees_with_python(text_pipeline, tmp_path):
+    """Free-text search in the Kotlin core (TextSide.kt, OnnxTextEncoder.kt, Retriever.searchTexts /
+    topImages) against the Python runtime on a bundle with a text side: identical token ids, fp32
+    embeddings within TEXT_COSINE_BOUND, the same top-10 texts and photos, int8 variants close to
+    Python's, the refusals, and the text-encode latency of each variant on the JVM."""
+    _require_jdk_and_maven()
+    bundle = shutil.copytree(text_pipeline["bundle"], tmp_path / "bundle")  # the gallery is added to a copy
+    expected = tmp_path / "text_expected.json"
+    written = _text_expectations(bundle, tmp_path)
+    expected.write_text(json.dumps(written))
+    report = tmp_path / "kotlin_text_report.json"
+    cmd = [
+        "mvn", "-q", "-B", "-f", str(POM), "test", "-Dtest=TextSearchTest", "-Dsurefire.failIfNoSpecifiedTests=false",
+        f"-Dammkd.textBundle={bundle}", f"-Dammkd.textExpected={expected}", f"-Dammkd.report={report}",
+    ]  # fmt: skip
+    t0 = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=MAVEN_TIMEOUT_S, cwd=ROOT)
+    took = time.time() - t0
+    output = (proc.stdout + proc.stderr)[-20000:]
+    assert proc.returncode == 0, f"Maven/JUnit failed (exit {proc.returncode}) after {took:.0f} s:\n{output}"
+    assert "text_variants" in report.read_text(), f"TextSearchTest did not run (skipped?):\n{output}"
+
+    figures = json.loads(report.read_text())
+    n, k = len(written["queries"]), TEXT_K
+    assert figures["text_queries"] == n
+    assert figures["text_token_ids_identical"] == f"{n}/{n}"
+    assert figures["text_kit_cases"] > 0
+    assert figures["text_fp32_cosine_min_vs_python"] >= TEXT_COSINE_BOUND
+    for where in ("index", "gallery"):  # a rank may differ only at a near-tie of Python's scores
+        exact = figures[f"text_fp32_{where}_topk_positions_identical"]
+        swaps = figures[f"text_fp32_{where}_topk_near_tie_swaps"]
+        assert int(exact.split("/")[0]) + swaps == n * k, (where, exact, swaps)
+    # TextSearchTest.kt: 9 queries, 5 damaged tokenizer files, 4 models and widths, 1 bundle without a text side
+    assert figures["text_cases_refused"] == 19
+    variants = sorted(written["variants"])
+    assert figures["text_variants"] == variants
+    rows = []
+    for q in variants:
+        v = figures[f"text_variant_{q}"]
+        assert v["runs"] == v["queries"] * 10 and v["queries"] == n
+        assert 0 < v["min_ms"] <= v["median_ms"] <= v["p90_ms"] <= v["max_ms"], v
+        assert 0 < v["tokenize_median_ms"] < v["median_ms"] and v["encode_median_ms"] > 0
+        assert len(v["per_query_median_ms"]) == n and min(v["per_query_median_ms"]) > 0
+        assert v["model_bytes"] == written["variants"][q]["bytes"]
+        assert v["kit_cosine_min"] >= (0.999 if written["variants"][q]["dtype"] == "float32" else 0.95)
+        rows.append(
+            f"  {q:13s} {v['model_bytes'] / 1e6:6.1f} MB  open {v['open_ms']:6.1f} ms  "
+            f"encode median {v['median_ms']:6.2f} ms  p90 {v['p90_ms']:6.2f} ms  "
+            f"(tokenize {v['tokenize_median_ms']:.3f} ms)  "
+            f"cosine to Python {v['cosine_min_vs_python']:.6f}  top-{k} overlap with Python: "
+            f"index {v['index_topk_overlap_vs_python']}, gallery {v['gallery_topk_overlap_vs_python']}; "
+            f"with fp32 {v['index_topk_overlap_vs_fp32']}"
+        )
+    print(
+        f"Kotlin core free-text search, Maven test run {took:.0f} s, {n} queries "
+        f"(mean {figures['text_variant_none']['mean_tokens']} tokens), 1 thread, {figures['text_latency_machine']}:\n"
+        f"  token ids identical {figures['text_token_ids_identical']}; fp32 cosine min "
+        f"{figures['text_fp32_cosine_min_vs_python']:.9f}; top-{k} identical: index "
+        f"{figures['text_fp32_index_topk_positions_identical']} positions, gallery "
+        f"{figures['text_fp32_gallery_topk_positions_identical']} positions\n" + "\n".join(rows)
+    )

@@ -22,8 +22,9 @@ import java.util.concurrent.Executors
 /**
  * The demo: pick a photo -> the bundle's top-k texts with scores and the time of each stage;
  * pick a folder of photos -> they are embedded into the bundle's gallery on the phone
- * (unreadable ones skipped and listed); type or paste one of the bundle's texts -> the closest
- * photos of the gallery. The bundle comes from the APK's assets (copied to the files folder)
+ * (unreadable ones skipped and listed); type a query -> the closest photos of the gallery: any
+ * free text when the bundle has a text encoder (embedded on the phone), else one of the bundle's
+ * texts. The bundle comes from the APK's assets (copied to the files folder)
  * or a picked folder; its encoder runs on ONNX Runtime, or ExecuTorch when the bundle and the
  * build have it ([Encoders]). All work runs on one background thread; the views are built in
  * code (no layouts).
@@ -75,9 +76,13 @@ class MainActivity : ComponentActivity() {
                     "no bundle: copy one to app/src/main/assets/bundle/ before building, or open a folder",
                 )
                 retriever?.close()
-                val r = Retriever.open(dir) { bundle -> Encoders.open(bundle, threads = 2) }
+                val r = Retriever.open(dir, textThreads = 2) { bundle -> Encoders.open(bundle, threads = 2) }
                 retriever = r
-                "Bundle ${dir.name}: ${r.index.count} texts, encoder ${r.encoder.target.label}, " +
+                ui.post {
+                    query.hint = if (r.hasTextEncoder) "any text, e.g. my dog on the beach" else "a text of the bundle, e.g. a red circle"
+                }
+                val textSide = if (r.hasTextEncoder) "free text (${r.bundle.textEncoder!!.quantizations.joinToString("/")})" else "index texts only"
+                "Bundle ${dir.name}: ${r.index.count} texts, encoder ${r.encoder.target.label}, text queries: $textSide, " +
                     "input ${r.preprocessor.size} px, gallery ${r.gallery?.count ?: 0} photos; " +
                     "loaded (hashes checked) in %.0f ms".format(r.loadMs)
             } catch (e: BundleException) {
@@ -115,16 +120,27 @@ class MainActivity : ComponentActivity() {
         val r = retriever ?: return show("Open a bundle first.")
         worker.execute {
             val out = try {
-                val res = r.topImages(text.trim(), k = 5)
+                // the first free-text query opens the text encoder (tens of MB, hash-checked): about a second
+                val res = r.topImages(if (r.hasTextEncoder) text else text.trim(), k = 5)
                 buildString {
-                    append("\"${res.query}\" (text ${res.textId})\n\n")
+                    if (res.byTextEncoder) {
+                        append("\"${res.query}\" (text encoder ${r.textSide().target.quantization})\n\n")
+                    } else {
+                        append("\"${res.query}\" (text ${res.textId})\n\n")
+                    }
                     res.hits.forEachIndexed { i, h -> append("${i + 1}. %.3f  %s\n".format(h.score, h.image)) }
-                    append("\nsearch %.2f ms".format(res.searchMs))
+                    append("\n")
+                    if (res.byTextEncoder) append("tokenize + encode %.1f ms, ".format(res.encodeMs))
+                    append("search %.2f ms".format(res.searchMs))
                 }
             } catch (e: TextNotFoundException) {
                 e.message
-            } catch (e: IllegalStateException) {
+            } catch (e: IllegalArgumentException) { // an empty or too long query
                 e.message
+            } catch (e: IllegalStateException) { // no gallery yet
+                e.message
+            } catch (e: BundleException) { // a damaged text side
+                "Text encoder refused: ${e.message}"
             }
             ui.post { output.text = out }
         }

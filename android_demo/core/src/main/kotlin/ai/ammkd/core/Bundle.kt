@@ -56,6 +56,17 @@ class Bundle private constructor(val root: File, val manifest: JSONObject) {
         }
     }
 
+    /**
+     * The optional text side (manifest `text_encoder`: tokenizer, kit, ONNX text encoders), or null
+     * when the bundle has none; opened with [TextSide.open].
+     */
+    val textEncoder: TextEncoderSpec? = manifest.opt(TextEncoderSpec.KEY)?.let { o ->
+        TextEncoderSpec.fromJson(
+            o as? JSONObject ?: throw BundleException.Invalid(manifestPath, "invalid manifest: '${TextEncoderSpec.KEY}' is not an object"),
+            manifestPath,
+        )
+    }
+
     init {
         val shape = index.vectors.shape
         if (shape != listOf(index.count.toLong(), index.dim.toLong()) || index.dim != outputDim || index.vectors.dtype != "float16") {
