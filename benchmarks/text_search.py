@@ -12,16 +12,21 @@ images and their 5,000 captions:
 - the text gate's figures (cosine of each variant to the class vectors over index texts);
 - per-query latency in Python ONNX Runtime, 1 thread, tokenize + encode, median and p90 over dev
   captions after warm-up, and each variant's size.
-Kotlin (ONNX Runtime Java) and Chromium (onnxruntime-web, WASM) latencies are measured by their
-test suites on the same MiniLM text encoder (tests/android, tests/web) and printed there.
+With `--apps`, the Kotlin core (ONNX Runtime Java, tests/android) and the web page (headless
+Chromium, onnxruntime-web WASM, tests/web) run their free-text tests on this bundle: token ids,
+embeddings and top-10 against Python, and their per-query latency.
 Results: benchmarks/results/text_search_flickr8k.{json,md}.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -57,6 +62,50 @@ def latency(bundle: Path, quant: str, queries: list[str], warmup: int = 20) -> d
     return {"median_ms": round(float(np.median(times)), 3), "p90_ms": round(float(np.percentile(times, 90)), 3)}
 
 
+APP_TESTS = [
+    "tests/android/test_kotlin_core.py::test_kotlin_free_text_search_agrees_with_python",
+    "tests/web/test_web_demo.py::test_page_free_text_search_agrees_with_python",
+]
+
+
+def app_figures(bundle: Path) -> dict:
+    """The Kotlin core's and the page's free-text tests on `bundle`: {"kotlin": ..., "web": ...}."""
+    with tempfile.TemporaryDirectory() as tmp:
+        env = os.environ | {"AMMKD_TEXT_BUNDLE": str(Path(bundle).resolve()), "AMMKD_FIGURES_DIR": tmp}
+        cmd = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", *APP_TESTS]
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
+        print(proc.stdout[-6000:], proc.stderr[-3000:])
+        if proc.returncode != 0:
+            raise SystemExit(f"the app tests failed on {bundle} (exit {proc.returncode})")
+        kotlin = json.loads((Path(tmp) / "kotlin_text_search.json").read_text())
+        web = json.loads((Path(tmp) / "web_text_search.json").read_text())
+    rows = {}
+    for q in ("none", "int8-dynamic", "int8-weights"):
+        k, w = kotlin.get(f"text_variant_{q}"), web.get(q)
+        rows[q] = {
+            "kotlin_ort_java": {"median_ms": k["median_ms"], "p90_ms": k["p90_ms"]} if k else None,
+            "chromium_wasm": {"median_ms": w["total"][0], "p90_ms": w["total"][1], "threads": w["threads"]}
+            if w
+            else None,
+        }
+    agreement = {
+        "kotlin_token_ids_identical": kotlin["text_token_ids_identical"],
+        "kotlin_fp32_index_top10_identical": kotlin["text_fp32_index_topk_positions_identical"],
+        "kotlin_fp32_gallery_top10_identical": kotlin["text_fp32_gallery_topk_positions_identical"],
+        "web_fp32_same_top10_texts": web["none"]["same_top10_texts"],
+        "web_fp32_same_top10_photos": web["none"]["same_top10_photos"],
+    }
+    return {"latency": rows, "agreement": agreement}
+
+
+def _latency_row(v: dict, apps: dict, cell) -> str:
+    web = apps["chromium_wasm"]
+    threads = f" ({web['threads']} threads)" if web else ""
+    return (
+        f"| {v['variant']} | {cell(v['python_ort_latency'])} | {cell(apps['kotlin_ort_java'])} | {cell(web)}{threads} |"
+    )
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--student", default=str(DEFAULT_STUDENT))
@@ -64,6 +113,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--data", default=DATA)
     ap.add_argument("--queries", type=int, default=300, help="dev captions timed per variant")
     ap.add_argument("--text-parity-texts", type=int, default=5000)
+    ap.add_argument("--reuse-bundle", action="store_true", help="measure the bundle at --bundle as it is")
+    ap.add_argument("--apps", action="store_true", help="also the Kotlin core's and the page's figures")
     args = ap.parse_args(argv)
     t0 = time.time()
     cfg = ExportConfig(
@@ -74,8 +125,9 @@ def main(argv: list[str] | None = None) -> dict:
         text_parity_texts=args.text_parity_texts,
         overwrite=True,
     )
-    bundle = export_bundle(args.student, args.bundle, cfg)
-    export_s = round(time.time() - t0, 1)
+    reuse = args.reuse_bundle and (Path(args.bundle) / "manifest.json").is_file()
+    bundle = Path(args.bundle) if reuse else export_bundle(args.student, args.bundle, cfg)
+    export_s = None if reuse else round(time.time() - t0, 1)
     r = Retriever.open(bundle)
     side = r.bundle.manifest["text_encoder"]
     dev = load_split(args.data, "dev")
@@ -111,6 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
         "index_texts_checked": side["index_texts_checked"],
         "text_encoder_params": side["params"],
         "export_seconds": export_s,
+        "apps": app_figures(bundle) if args.apps else None,
         "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
     }
     md = [
@@ -140,6 +193,26 @@ def main(argv: list[str] | None = None) -> dict:
         "shared by both teachers, their projections and the fusion). "
         + (f"Left out by the gate: {[x['target'] for x in results['left_out']]}." if results["left_out"] else ""),
     ]
+    if results["apps"]:
+        lat, agree = results["apps"]["latency"], results["apps"]["agreement"]
+
+        def cell(x):
+            return f"{x['median_ms']:.1f} / {x['p90_ms']:.1f}" if x else "-"
+
+        md += [
+            "",
+            "Per-query latency, tokenize + encode, median / p90 ms (Kotlin: ONNX Runtime Java on the JVM, "
+            "1 thread; Chromium: onnxruntime-web WASM in headless Chromium, threads as shown; each over its "
+            "test's queries after warm-up):",
+            "",
+            "| text encoder | Python ORT | Kotlin ORT-Java | Chromium WASM |",
+            "|---|---:|---:|---:|",
+            *[_latency_row(v, lat[v["variant"]], cell) for v in variants],
+            "",
+            "Agreement with Python (fp32): Kotlin token ids {kotlin_token_ids_identical}, top-10 index positions "
+            "{kotlin_fp32_index_top10_identical}, gallery {kotlin_fp32_gallery_top10_identical}; page: same "
+            "top-10 texts {web_fp32_same_top10_texts}, photos {web_fp32_same_top10_photos}.".format(**agree),
+        ]
     write_results(ROOT / "benchmarks" / "results", "text_search_flickr8k", results, md)
     return results
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import subprocess
 import sys
@@ -19,6 +20,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may wait on a model hub
 
 TINY_DATA = "synthetic:300"
 AMMKD = [sys.executable, "-m", "ammkd.cli.main"]
+
+
+def save_figures(name: str, figures: dict) -> None:
+    """Figures a test measured, also written to $AMMKD_FIGURES_DIR/name.json when it is set (a
+    benchmark script collects them)."""
+    folder = os.environ.get("AMMKD_FIGURES_DIR")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / f"{name}.json").write_text(json.dumps(figures, indent=1))
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -81,7 +91,11 @@ def pipeline(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def text_pipeline(tmp_path_factory) -> dict[str, Path]:
     """Two teachers sharing the pretrained MiniLM text tower (frozen, own projections), a network-
-    fusion student, and its bundle with a text encoder (fp32 and int8-dynamic)."""
+    fusion student, and its bundle with a text encoder (fp32 and int8-dynamic). With
+    AMMKD_TEXT_BUNDLE set, that bundle instead (benchmarks/text_search.py --apps: the Kotlin and
+    page tests on a real one)."""
+    if os.environ.get("AMMKD_TEXT_BUNDLE"):
+        return {"bundle": Path(os.environ["AMMKD_TEXT_BUNDLE"])}
     from ammkd.distill.teacher_training import TeacherConfig, train_teacher
     from ammkd.distill.train import DistillConfig, distill
     from ammkd.export.exporter import ExportConfig, export_bundle

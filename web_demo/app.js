@@ -1,11 +1,24 @@
 // The page: load and check the bundle, run the image encoder with onnxruntime-web (WebGPU when the
-// browser has a hardware GPU adapter, else WASM), search the index, show the top-k texts.
-// Test hook: window.ammkd (state, runGolden, runGoldenImage, embedTensor, search).
+// browser has a hardware GPU adapter, else WASM), search the index, show the top-k texts. When the
+// bundle has a text side (manifest text_encoder), its tokenizer and a text encoder are loaded after
+// the image side and a free-text box searches the index and the gallery (text_search.js).
+// Test hook: window.ammkd (state, runGolden, runGoldenImage, embedTensor, search, searchText,
+// useTextEncoder, benchText, lastText()).
 
 import { Bundle, BundleError, FileSource, UrlSource, onnxTarget } from "./bundle.js";
 import { ImageInputError, preprocessFile, resizePlan } from "./preprocess.js";
 import { Gallery, findText } from "./gallery.js";
 import { TextIndex } from "./search.js";
+import {
+  QueryError,
+  TextEncoderSession,
+  checkKit,
+  checkQuery,
+  chooseTextTarget,
+  openTokenizer,
+  textSideOf,
+  textVariants,
+} from "./text_search.js";
 
 const params = new URLSearchParams(location.search);
 const BUNDLE_URL = new URL(params.get("bundle") || "bundle/", location.href);
@@ -24,9 +37,33 @@ const state = {
   scanKernel: null, // "relaxed-madd" (relaxed SIMD fused multiply-add), "mul-add" or "js"
   source: "", // where the bundle comes from: the server's /bundle/ or a folder the user opened
   loads: 0, // bundles loaded (or refused) so far: a new folder starts load number loads + 1
+  text: idleText(), // the text side: see idleText
+  textSearches: 0, // free-text searches run (or refused) so far
 };
 const timings = {};
 let ort, bundle, target, session, index, gallery;
+/** The loaded text side: {side, tokenizer, encoder} (text_search.js), or null. */
+let text = null;
+let textGen = 0; // bumped by every text-side load and unload: a stale load drops what it made
+let lastText = null; // the last free-text search's result
+// Free-text searches, benchmarks and the release of a replaced encoder run one after another: an
+// onnxruntime-web session runs one call at a time, and is not released under a running query.
+let textQueue = Promise.resolve();
+function queued(job) {
+  const run = textQueue.then(job);
+  textQueue = run.catch(() => {});
+  return run;
+}
+
+/**
+ * status: "none" (the bundle has no text side), "loading", "ready" or "refused" (error says why:
+ * a tampered tokenizer file, a text encoder of the wrong width, ...). quantization, file, bytes,
+ * ep, epNote: the text encoder in use; variants: what the bundle holds; vocab: tokens; kit: the
+ * kit's check ({cases, idsMatch, mismatches, embedded, cosine, bound}: checkKit); loadMs.
+ */
+function idleText() {
+  return { status: "none", error: null, quantization: null, file: null, bytes: null, ep: null, epNote: "", variants: [], vocab: null, kit: null };
+}
 
 /**
  * ?ep=auto (default): WebGPU when the browser offers a hardware adapter, else WASM (a software
@@ -64,8 +101,9 @@ function showTimings() {
   $("timings").textContent = parts.join(" · ");
 }
 
-function showHits(hits, caption) {
-  const list = $("results");
+/** Fill the list element `id` with one row (score, text) per hit. */
+function listHits(id, hits) {
+  const list = $(id);
   list.replaceChildren();
   for (const h of hits) {
     const li = document.createElement("li");
@@ -77,6 +115,10 @@ function showHits(hits, caption) {
     li.append(score, text);
     list.append(li);
   }
+}
+
+function showHits(hits, caption) {
+  listHits("results", hits);
   $("results-caption").textContent = caption;
 }
 
@@ -163,9 +205,9 @@ async function runFile(file) {
  * The encoder's session on `choice.ep` -> {session, ep, note}; a WebGPU session that cannot be
  * created falls back to WASM, and the note says why.
  */
-async function createSession(modelBytes, choice) {
+async function createSession(modelBytes, choice, sessionConfig = target.session_config) {
   const options = { graphOptimizationLevel: "all" };
-  if (target.session_config) options.extra = { ...target.session_config }; // e.g. session.disable_quant_qdq
+  if (sessionConfig) options.extra = { ...sessionConfig }; // e.g. session.disable_quant_qdq
   let note = choice.note;
   if (choice.ep === "webgpu") {
     try {
@@ -200,10 +242,19 @@ async function unload() {
   state.scan = null;
   state.scanNote = "";
   for (const el of document.querySelectorAll("#file, #camera, #k")) el.disabled = true;
-  for (const id of ["results", "photos"]) $(id).replaceChildren();
-  for (const id of ["results-caption", "message", "gallery-message", "timings", "bundle-info"]) $(id).textContent = "";
+  for (const id of ["results", "photos", "text-results", "text-photos", "text-variant"]) $(id).replaceChildren();
+  for (const id of ["results-caption", "message", "gallery-message", "timings", "bundle-info", "text-info", "text-message", "text-timings"]) {
+    $(id).textContent = "";
+  }
   $("gallery").hidden = true;
+  $("text-search").hidden = true;
   for (const key of Object.keys(timings)) delete timings[key];
+  textGen += 1;
+  state.text = idleText();
+  lastText = null;
+  const old = text;
+  text = null;
+  if (old) await queued(() => old.encoder.release());
   if (session) await session.release().catch(() => {});
   session = index = gallery = bundle = null;
 }
@@ -245,14 +296,142 @@ async function load(source) {
     (state.epNote ? ` · ${state.epNote}` : "") +
     ` · search: ${state.scan === "wasm-simd" ? "WASM SIMD" : "JS"}${state.scanNote ? " (" + state.scanNote + ")" : ""}`;
   gallery = await Gallery.open(bundle);
-  if (gallery) {
-    $("gallery").hidden = false;
-    $("gallery-info").textContent = `${gallery.count} photos`;
-  }
+  if (gallery) $("gallery-info").textContent = `${gallery.count} photos`;
+  // a bundle with a text side searches its gallery from the free-text box; the lookup by one of
+  // the bundle's texts (below) is for bundles without one, or whose text side is refused
+  const side = "text_encoder" in m && m.text_encoder !== null;
+  $("gallery").hidden = !gallery || side;
   showTimings();
   state.ready = true;
-  setStatus("ready: choose or drop a photo", "ok");
+  setStatus(side ? "ready: choose or drop a photo (the text encoder is loading)" : "ready: choose or drop a photo", "ok");
   for (const el of document.querySelectorAll("#file, #camera, #k")) el.disabled = false;
+  if (side) loadTextSide(params.get("text") || "");
+}
+
+/** Show the text section's state: the box is usable only when the text side is ready. */
+function showTextSide() {
+  const t = state.text;
+  $("text-search").hidden = t.status === "none";
+  $("text-query").disabled = $("text-submit").disabled = t.status !== "ready";
+  $("text-variant").disabled = t.status === "loading" || t.variants.length < 2;
+  if (t.status === "loading") $("text-info").textContent = `loading the text encoder${t.quantization ? " (" + t.quantization + ")" : ""}…`;
+  if (t.status === "refused") {
+    $("text-info").textContent = "";
+    $("text-message").textContent = `text search refused: ${t.error}`;
+  }
+  if (t.status === "ready") {
+    const mb = (t.bytes / 1e6).toFixed(1);
+    const where = t.ep === "webgpu" ? "WebGPU" : `WASM, ${state.threads} thread(s)`;
+    const k = t.kit;
+    const kit = !k || !k.cases
+      ? "no tokenizer kit"
+      : `kit: ${k.idsMatch}/${k.cases} token ids match` +
+        (k.cosine === null ? "" : `, cosine ≥ ${k.cosine.toFixed(4)} on ${k.embedded}`) +
+        (k.idsMatch < k.cases || k.cosine === null || k.cosine < k.bound
+          ? ` (WARNING: below the bundle's bounds (cosine ${k.bound}); results may differ from Python's)`
+          : "");
+    $("text-info").textContent =
+      `${t.file} (${mb} MB, ${t.quantization}; ${where}${t.epNote ? ", " + t.epNote : ""}) · WordPiece, ${t.vocab} tokens · ${kit}`;
+  }
+  if (!state.ready) return;
+  // the lookup among the bundle's texts stays available for the gallery when free text is not
+  $("gallery").hidden = !gallery || (t.status !== "none" && t.status !== "refused");
+  if (t.status === "ready" && state.status.includes("text encoder is loading")) setStatus("ready: choose or drop a photo, or type a text", "ok");
+  if (t.status === "refused" && state.status.includes("text encoder is loading")) setStatus("ready: choose or drop a photo (text search refused: see below)", "ok");
+}
+
+/**
+ * Load the tokenizer (kept when only the encoder changes) and the text encoder of quantization
+ * `asked` ("" : the smallest the bundle holds, TEXT_PREFERENCE), each file hash-checked, then the
+ * kit (checkKit): its texts tokenized, its first texts embedded, which also checks the output
+ * width; on WebGPU, an encoder below the kit's bound is moved to WASM. Refusals go to state.text
+ * and the page, never further: the image side keeps working.
+ */
+async function loadTextSide(asked) {
+  if (asked === "fp32") asked = "none"; // ?text=fp32: the unquantized encoder, as the select names it
+  const gen = ++textGen;
+  const m = bundle.manifest;
+  const previous = text;
+  const t0 = performance.now();
+  try {
+    const side = textSideOf(m);
+    if (!side) {
+      state.text = idleText();
+      return showTextSide();
+    }
+    const variants = [...textVariants(side)].map(([q, t]) => ({ quantization: q, path: t.file.path, bytes: t.file.bytes }));
+    state.text = { ...idleText(), status: "loading", variants, quantization: asked || null };
+    fillVariants(variants, asked);
+    $("text-message").textContent = "";
+    showTextSide();
+    const chosen = chooseTextTarget(side, asked);
+    state.text.quantization = chosen.quantization;
+    fillVariants(variants, chosen.quantization);
+    showTextSide();
+    const tokenizer = previous && previous.side === side ? previous.tokenizer : await openTokenizer(bundle, side);
+    const modelBytes = await bundle.readBytes(chosen.file);
+    if (gen !== textGen) return;
+    let created = await createSession(new Uint8Array(modelBytes), choice, chosen.session_config);
+    let encoder = new TextEncoderSession(ort, created.session, chosen, side, created.ep, created.note);
+    let kit;
+    try {
+      kit = await checkKit(bundle, side, tokenizer, encoder);
+      if (created.ep === "webgpu" && kit.cosine !== null && kit.cosine < kit.bound) {
+        // the kit says WebGPU computes this graph wrongly here: run it on WASM instead
+        const why = `on WebGPU its kit cosine was ${kit.cosine.toFixed(4)}, below ${kit.bound}; running on WASM`;
+        await encoder.release();
+        created = await createSession(new Uint8Array(modelBytes), { ep: "wasm", note: why }, chosen.session_config);
+        encoder = new TextEncoderSession(ort, created.session, chosen, side, created.ep, created.note);
+        kit = await checkKit(bundle, side, tokenizer, encoder);
+      }
+    } catch (e) {
+      await encoder.release();
+      throw e;
+    }
+    if (gen !== textGen) return encoder.release();
+    text = { side, tokenizer, encoder };
+    if (previous) await queued(() => previous.encoder.release());
+    state.text = {
+      ...state.text,
+      status: "ready",
+      file: chosen.file.path,
+      bytes: chosen.file.bytes,
+      ep: created.ep,
+      epNote: choice.ep === "webgpu" && created.ep !== "webgpu" ? created.note : "",
+      vocab: tokenizer.vocab.length,
+      kit: { ...kit, mismatches: kit.mismatches.slice(0, 5) },
+      loadMs: performance.now() - t0,
+    };
+  } catch (e) {
+    if (gen !== textGen) return;
+    if (previous && text === previous) {
+      text = null; // the text side is refused: the encoder it had goes too
+      await queued(() => previous.encoder.release());
+    }
+    state.text = { ...state.text, status: "refused", error: e instanceof BundleError ? e.message : `${e.name || "Error"}: ${e.message || e}` };
+    console.error(e);
+  }
+  showTextSide();
+}
+
+function fillVariants(variants, selected) {
+  const select = $("text-variant");
+  select.replaceChildren(
+    ...variants.map((v) => {
+      const o = document.createElement("option");
+      o.value = v.quantization;
+      o.textContent = `${v.quantization === "none" ? "fp32" : v.quantization} (${(v.bytes / 1e6).toFixed(0)} MB)`;
+      o.selected = v.quantization === selected;
+      return o;
+    }),
+  );
+}
+
+/** Switch the text encoder to another variant the bundle holds ("none", "int8-dynamic", ...). */
+async function useTextEncoder(quantization) {
+  if (!bundle || !textSideOf(bundle.manifest)) throw new Error("this bundle has no text encoder");
+  await loadTextSide(quantization);
+  return { ...state.text };
 }
 
 /** Open a bundle (the server's, or a folder the user chose): refusals are shown, never thrown. */
@@ -270,6 +449,11 @@ async function openBundle(source) {
 }
 
 function wire() {
+  $("text-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    searchText($("text-query").value);
+  });
+  $("text-variant").addEventListener("change", (ev) => useTextEncoder(ev.target.value).catch((e) => console.error(e)));
   $("gallery-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
     searchGallery($("gallery-text").value);
@@ -316,21 +500,113 @@ function searchGallery(text, kk = k()) {
   $("gallery-message").textContent = "";
   const query = index.vector(found.id);
   const hits = gallery.search(query, kk);
-  for (const h of hits) {
-    const li = document.createElement("li");
-    const cap = document.createElement("span");
-    cap.textContent = `${h.score.toFixed(3)} ${h.image}`;
-    if (h.url) {
-      const img = document.createElement("img");
-      img.src = h.url;
-      img.alt = h.image;
-      img.width = 96;
-      li.append(img);
-    }
-    li.append(cap);
-    list.append(li);
-  }
+  for (const h of hits) list.append(photoItem(h));
   return { text: index.texts[found.id], textId: found.id, hits };
+}
+
+function showTextResults(hits, photos) {
+  listHits("text-results", hits);
+  const shelf = $("text-photos");
+  shelf.replaceChildren();
+  for (const h of photos) shelf.append(photoItem(h));
+}
+
+function photoItem(h) {
+  const li = document.createElement("li");
+  const cap = document.createElement("span");
+  cap.textContent = `${h.score.toFixed(3)} ${h.image}`;
+  if (h.url) {
+    const img = document.createElement("img");
+    img.src = h.url;
+    img.alt = h.image;
+    img.width = 96;
+    li.append(img);
+  }
+  li.append(cap);
+  return li;
+}
+
+/**
+ * A free-text query -> {query, quantization, ids (the token ids), embedding, hits: top-k texts
+ * [{id, score, text}], photos: top-k of the gallery [{id, score, image, url}] (none without one),
+ * timings: {tokenize, encode, search, gallery} ms} or {query, error}. Shown in the text section;
+ * searches run one at a time (queued).
+ */
+function searchText(query, kk = k()) {
+  return queued(() => runTextQuery(query, kk));
+}
+
+async function runTextQuery(query, kk) {
+  const out = { query };
+  try {
+    if (!state.ready) throw new QueryError(`not ready: ${state.error || state.status}`);
+    const t = state.text;
+    if (t.status === "none") throw new QueryError("this bundle has no text encoder (export it with --text-encoder on)");
+    if (t.status === "loading") throw new QueryError("the text encoder is still loading; try again in a moment");
+    if (t.status === "refused") throw new QueryError(`text search refused: ${t.error}`);
+    checkQuery(query);
+    const { tokenizer, encoder } = text;
+    const t0 = performance.now();
+    const ids = tokenizer.encode(query);
+    const t1 = performance.now();
+    const embedding = await encoder.embedIds(ids);
+    const t2 = performance.now();
+    const hits = index.search(embedding, kk);
+    const t3 = performance.now();
+    const photos = gallery ? gallery.search(embedding, kk) : [];
+    const t4 = performance.now();
+    Object.assign(out, {
+      quantization: encoder.target.quantization,
+      ids: Array.from(ids),
+      embedding: Array.from(embedding),
+      hits,
+      photos,
+      scan: index.lastPath,
+      timings: { tokenize: t1 - t0, encode: t2 - t1, search: t3 - t2, gallery: t4 - t3 },
+    });
+    $("text-message").textContent = "";
+    showTextResults(hits, photos);
+    const tm = out.timings;
+    $("text-timings").textContent =
+      `${ids.length} tokens · tokenize ${tm.tokenize.toFixed(2)} ms · encode ${tm.encode.toFixed(1)} ms · search ${tm.search.toFixed(2)} ms` +
+      (gallery ? ` · gallery ${tm.gallery.toFixed(2)} ms` : "");
+  } catch (e) {
+    out.error = e instanceof QueryError || e instanceof BundleError ? e.message : `${e.name || "Error"}: ${e.message || e}`;
+    $("text-message").textContent = out.error;
+    $("text-timings").textContent = "";
+    showTextResults([], []);
+  } finally {
+    state.textSearches += 1;
+    lastText = out;
+  }
+  return out;
+}
+
+/**
+ * Timing loop for benchmarks: each of `queries` tokenized and embedded (one session.run) per round,
+ * `warmup` rounds untimed, then `runs` timed -> {quantization, ep, threads, rows: [{query, tokens,
+ * tokenize, encode, total}] ms}.
+ */
+function benchText(queries, runs = 10, warmup = 2) {
+  return queued(() => timeText(queries, runs, warmup));
+}
+
+async function timeText(queries, runs, warmup) {
+  if (state.text.status !== "ready") throw new Error(`text side not ready: ${state.text.error || state.text.status}`);
+  const { tokenizer, encoder } = text;
+  const rows = [];
+  for (let r = 0; r < warmup + runs; r++) {
+    for (const q of queries) {
+      checkQuery(q);
+      const t0 = performance.now();
+      const ids = tokenizer.encode(q);
+      const t1 = performance.now();
+      await encoder.embedIds(ids);
+      const t2 = performance.now();
+      if (r >= warmup) rows.push({ query: q, tokens: ids.length, tokenize: t1 - t0, encode: t2 - t1, total: t2 - t0 });
+    }
+  }
+  return { quantization: encoder.target.quantization, ep: encoder.ep, threads: state.threads, rows };
 }
 
 /** Timing loop for benchmarks: golden input i, `warmup` untimed then `runs` timed encode + search. */
@@ -346,6 +622,20 @@ async function benchGolden(i = 0, runs = 30, warmup = 5) {
   return { threads: state.threads, ep: state.ep, scan: index.lastPath, kernel: index.kernel, candidates: index.wasm ? index.wasm.candidates : null, load: timings.load, rows };
 }
 
-window.ammkd = { state, timings, runGolden, runGoldenImage, benchGolden, searchGallery, runFile, embedTensor: async (t) => Array.from(await embedTensor(t)), search };
+window.ammkd = {
+  state,
+  timings,
+  runGolden,
+  runGoldenImage,
+  benchGolden,
+  searchGallery,
+  searchText,
+  useTextEncoder,
+  benchText,
+  lastText: () => lastText,
+  runFile,
+  embedTensor: async (t) => Array.from(await embedTensor(t)),
+  search,
+};
 wire();
 openBundle(new UrlSource(BUNDLE_URL));

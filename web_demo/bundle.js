@@ -27,7 +27,7 @@ export const LIMITS = Object.freeze({
 });
 
 /** An integer manifest value at `key` in [min, max], else a BundleError saying which bound it breaks. */
-function bounded(value, where, key, min, max) {
+export function bounded(value, where, key, min, max) {
   if (!Number.isSafeInteger(value)) {
     throw new BundleError(`${where}: invalid manifest at ${key}: ${JSON.stringify(value)} is not an integer`);
   }
@@ -51,7 +51,8 @@ function need(cond, where, what) {
   if (!cond) throw new BundleError(`${where}: malformed manifest: ${what}`);
 }
 
-function checkEntry(entry, where, label, key = label.replace(/\[(\d+)\]/g, "/$1").replace(/\./g, "/")) {
+/** A file entry's path, SHA-256, size and (for an array) dtype and shape, else a BundleError. */
+export function checkEntry(entry, where, label, key = label.replace(/\[(\d+)\]/g, "/$1").replace(/\./g, "/")) {
   need(entry && typeof entry === "object", where, `${label} is not a file entry`);
   need(typeof entry.path === "string" && entry.path.length > 0, where, `${label} has no path`);
   const parts = entry.path.split("/");

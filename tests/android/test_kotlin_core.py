@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY_DATA
+from conftest import TINY_DATA, save_figures
 from geometry_cases import geometry_plans
 from PIL import Image
 from reader_limits import kotlin_limits, schema_maxima
@@ -398,6 +398,7 @@ def test_kotlin_free_text_search_agrees_with_python(text_pipeline, tmp_path):
     assert "text_variants" in report.read_text(), f"TextSearchTest did not run (skipped?):\n{output}"
 
     figures = json.loads(report.read_text())
+    save_figures("kotlin_text_search", figures)
     n, k = len(written["queries"]), TEXT_K
     assert figures["text_queries"] == n
     assert figures["text_token_ids_identical"] == f"{n}/{n}"

@@ -13,11 +13,12 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_user_error, http_get, run_cli, serving
+from conftest import assert_user_error, http_get, run_cli, save_figures, serving
 
 from ammkd.bundle.format import BundleReader
 from ammkd.common.errors import ConfigError
@@ -277,26 +278,31 @@ def test_index_scan_wasm_matches_js_scan_in_node():
 
 
 def test_page_modules_pass_the_language_neutral_fixtures():
-    """top-k ties, float16 decoding, text lookup and nearest texts (tests/fixtures/*.json): the page's
-    own modules in Node give what Python and the Kotlin core give (web_demo/tests/fixtures_check.mjs)."""
+    """top-k ties, float16 decoding, text lookup, nearest texts and the tokenizer kit
+    (tests/fixtures/*.json): the page's own modules in Node give what Python and the Kotlin core
+    give (web_demo/tests/fixtures_check.mjs)."""
+    from ammkd.distill.text_towers import MINILM_ALIAS, resolve_hf_dir
+
     if shutil.which("node") is None:
         pytest.skip(f"node is not installed; install Node 20, then {ENABLE}")
     fixtures_dir = WEB_DEMO.parent / "tests" / "fixtures"
+    vocab = resolve_hf_dir(MINILM_ALIAS) / "vocab.txt"
     proc = subprocess.run(
-        ["node", str(WEB_DEMO / "tests" / "fixtures_check.mjs"), str(fixtures_dir)],
+        ["node", str(WEB_DEMO / "tests" / "fixtures_check.mjs"), str(fixtures_dir), str(vocab)],
         capture_output=True,
         text=True,
         timeout=300,
     )
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["mismatches"] == [] and proc.returncode == 0, proc.stdout + proc.stderr
-    fixtures = {n: json.loads((fixtures_dir / f"{n}.json").read_text()) for n in ("topk", "fp16")}
+    fixtures = {n: json.loads((fixtures_dir / f"{n}.json").read_text()) for n in ("topk", "fp16", "tokenizer_kit")}
     texts = json.loads((fixtures_dir / "nearest_texts.json").read_text())
     assert report["counts"] == {
         "topk": len(fixtures["topk"]["cases"]),
         "fp16": len(fixtures["fp16"]["cases"]),
         "texts": len(texts["cases"]) + len(texts["normal_forms"]),
         "resize_plans": len(json.loads((fixtures_dir / "resize_plans.json").read_text())["cases"]),
+        "tokenizer": len(fixtures["tokenizer_kit"]["cases"]),
     }
 
 
@@ -656,3 +662,297 @@ def test_page_counts_a_body_without_content_length():
     assert report["chunksPulled"] < 16  # of 1,048,576: the rest was never read
     assert report["exact"] == 4096
     assert report["shorter"] == "index/texts.json: size 3072 bytes, manifest says 4096 (truncated or replaced)"
+
+
+# Free text typed into the page's text box: index texts are added by the test. Non-ASCII (accents
+# stripped, CJK spaced out, Greek, Cyrillic, Arabic), emoji (unknown to MiniLM's vocabulary: [UNK]),
+# odd whitespace, punctuation, literal special tokens and a text past max_length (truncated).
+FREE_TEXTS = [
+    "a dog running on the beach",
+    "two children playing football in a park",
+    "A SMALL RED CIRCLE!!!",
+    "  a purple   diamond\tat the bottom\n",
+    "café crème brûlée, naïve résumé",
+    "Ein großer Hund läuft über die Wiese",
+    "日本の桜と富士山",
+    "ΣΊΣΥΦΟΣ and Москва and مرحبا",
+    "🐶🏖️ dog at the beach 🎉👍🏽",
+    "[CLS] a blue square [SEP] [MASK]",
+    "striped background, noisy background; and a green triangle?",
+    " ".join(["a large green triangle at the top left on a striped background"] * 8),
+]
+# The latency set: short to long typed queries (no index text: the encoder's cost, not a lookup).
+BENCH_TEXTS = [
+    "a dog",
+    "a dog running on the beach",
+    "two children playing football in a park on a sunny afternoon",
+    "café crème brûlée, naïve résumé",
+    "🐶🏖️ dog at the beach 🎉",
+    "a small purple diamond at the bottom on a noisy background next to a large green triangle",
+]
+QUERY_ERRORS = ["", " \t\u3000 ", "a" * 10_001]
+SCORE_SWAP = 1e-5  # docs/design.md 5.4: ranks may swap across readers only where scores are this close
+
+
+def _same_ranking(page_ids: list[int], scores: np.ndarray, k: int) -> bool:
+    """Whether the page's top-k ids are Python's ranking of `scores` (all rows): equal ids, or ids
+    whose Python scores are within SCORE_SWAP of the score at that rank (a near-tie swapped)."""
+    order = np.lexsort((np.arange(len(scores)), -scores.astype(np.float64)))[:k]
+    if len(page_ids) != len(order):
+        return False
+    return all(abs(float(scores[p]) - float(scores[o])) <= SCORE_SWAP for p, o in zip(page_ids, order))
+
+
+def _with_text_gallery(bundle: Path, folder: Path, photos: int = 16):
+    """A copy of the text bundle with a gallery of `photos` val images embedded by the Python runtime."""
+    from conftest import TINY_DATA
+
+    from ammkd.distill.data import load_split
+    from ammkd.mobile_runtime.gallery import update_gallery
+    from ammkd.mobile_runtime.retriever import Retriever
+
+    copy = shutil.copytree(bundle, folder)
+    source = folder.parent / f"{folder.name}-photos"
+    source.mkdir()
+    data = load_split(TINY_DATA, "val")
+    for i in range(photos):
+        data.image(i).save(source / f"{i:02d}.png")
+    return copy, update_gallery(Retriever.open(copy), source).gallery
+
+
+def _quantiles(values: list[float]) -> tuple[float, float]:
+    """(median, p90) in ms."""
+    return float(np.median(values)), float(np.percentile(values, 90))
+
+
+def test_page_free_text_search_agrees_with_python(text_pipeline, tmp_path):
+    """The page's free-text box (a bundle with a text side, docs/design.md 5.10) against the Python
+    runtime (Retriever.embed_text, search_embedding, the gallery's search): the same token ids for
+    index texts and free texts (non-ASCII, emoji), the fp32 text encoder's embedding (onnxruntime-
+    web WASM vs onnxruntime) at cosine >= 0.9999 with the same top-10 texts and photos, int8-dynamic's
+    agreement reported; the empty, blank and too-long query messages are Python's; and the text-encode
+    latency in the page (tokenize + run, after warm-up) per variant, printed for the benchmark."""
+    _need_browser()
+    from ammkd.bundle.text_encoder import read_tokenizer
+    from ammkd.common.errors import ConfigError
+    from ammkd.mobile_runtime.retriever import Retriever
+
+    bundle, gallery = _with_text_gallery(text_pipeline["bundle"], tmp_path / "bundle")
+    py = {}
+    for q in ("none", "int8-dynamic"):
+        py[q] = Retriever.open(bundle)
+        py[q].text_quantization = q
+    tokenizer = read_tokenizer(py["none"].bundle)
+    texts = py["none"].texts
+    vectors = py["none"].bundle.manifest["index"]["vectors"]
+    bits = py["none"].bundle.read_array(vectors).view(np.uint16)  # the fp16 index as search.js scans it
+    queries = [texts[0], texts[len(texts) // 2], texts[-1], *FREE_TEXTS]
+    k = 10
+    (tmp_path / "queries.json").write_text(json.dumps({"queries": queries + QUERY_ERRORS, "k": k}))
+    (tmp_path / "bench.json").write_text(json.dumps({"queries": BENCH_TEXTS, "runs": 10, "warmup": 3}))
+    page_args = ["--text-queries", str(tmp_path / "queries.json"), "--text-bench", str(tmp_path / "bench.json")]
+    with serving(bundle) as url:
+        runs = {
+            # fp32 picked in the page's select (the page starts on int8-dynamic, the smallest)
+            "none": drive(url + "/?ep=wasm", "--text-variant", "none", *page_args),
+            "int8-dynamic": drive(url + "/?ep=wasm&text=int8-dynamic", *page_args),
+        }
+    python_errors = []
+    for q in QUERY_ERRORS:
+        with pytest.raises(ConfigError) as e:
+            py["none"].embed_text(q)
+        python_errors.append(str(e.value))
+
+    figures = {}
+    for variant, report in runs.items():
+        st = report["text"]["state"]
+        assert report["state"]["ready"] and st["status"] == "ready", st
+        assert st["quantization"] == variant and st["ep"] == "wasm" and st["vocab"] == len(tokenizer.vocab)
+        assert st["kit"]["idsMatch"] == st["kit"]["cases"] > 0, st["kit"]  # the bundle's kit, tokenized in the page
+        assert st["kit"]["cosine"] >= st["kit"]["bound"], st["kit"]
+        assert report["text"]["galleryHidden"]  # the gallery is searched from the free-text box
+        assert {v["quantization"] for v in st["variants"]} >= {"none", "int8-dynamic"}
+        r = py[variant]
+        done = report["textQueries"]
+        assert [d["query"] for d in done] == queries + QUERY_ERRORS
+        cosines, overlaps, same_texts, same_photos = [], [], 0, 0
+        for d in done[: len(queries)]:
+            q, page = d["query"], d["result"]
+            assert "error" not in page and d["message"] == "", (q, page.get("error"))
+            assert page["quantization"] == variant
+            assert page["ids"] == tokenizer.encode(q), q  # identical token ids, every variant
+            emb = r.embed_text(q)
+            cosines.append(_cosine(page["embedding"], emb))
+            want = r.search_embedding(emb, k)
+            got = [h["id"] for h in page["hits"]]
+            overlaps.append(len(set(got) & {h.id for h in want}) / k)
+            same_texts += got == [h.id for h in want]
+            page_emb = np.asarray(page["embedding"], np.float32)
+            py_scores = r.index @ emb
+            gallery_scores = gallery.embeddings @ emb
+            py_photos = [Path(p).name for p, _ in gallery.search(emb, k)]
+            same_photos += [h["image"] for h in page["photos"]] == py_photos
+            # what the page shows is what it returned
+            assert d["results"] == [f"{h['score']:.4f}{h['text']}" for h in page["hits"]], q
+            assert len(d["photos"]) == len(page["photos"]) == min(k, len(gallery.images))
+            if variant == "none":
+                assert cosines[-1] >= 0.9999, (q, cosines[-1])
+                assert _same_ranking(got, py_scores, k), (q, got, [h.id for h in want])
+                photo_ids = [h["id"] for h in page["photos"]]
+                assert _same_ranking(photo_ids, gallery_scores, k), (q, [h["image"] for h in page["photos"]], py_photos)
+                np.testing.assert_allclose([h["score"] for h in page["hits"]], [h.score for h in want], atol=1e-4)
+            # the page's own ranking of its own embedding is exact (the fp16 index scan of search.js)
+            assert got == _exact_topk(bits, page_emb, k), q
+        # index texts: the fp32 encoder finds each text itself first (its class vector, up to rounding)
+        for d in done[:3]:
+            if variant == "none":
+                assert d["result"]["hits"][0]["text"] == d["query"]
+        # the refusals: shown in the page, Python's messages, nothing searched
+        for d, want_msg in zip(done[len(queries) :], python_errors):
+            assert d["result"]["error"] == want_msg == d["message"], (d["message"], want_msg)
+            assert d["results"] == [] and d["photos"] == []
+        assert "text query is empty: type a few words" in python_errors[0]
+        assert "text query has 10001 characters; at most 10000 are accepted" in python_errors[2]
+
+        (bench,) = report["textBench"]
+        assert bench["quantization"] == variant and bench["ep"] == "wasm"
+        rows = bench["rows"]
+        assert len(rows) == 10 * len(BENCH_TEXTS) and all(row["total"] > 0 for row in rows)
+        assert [row["tokens"] for row in rows[: len(BENCH_TEXTS)]] == [len(tokenizer.encode(t)) for t in BENCH_TEXTS]
+        # the Python runtime's cost on the same texts, for scale (onnxruntime, 1 thread, after warm-up)
+        side = r._text
+        for t in BENCH_TEXTS * 3:
+            side.embed(t)
+        py_ms = []
+        for _ in range(10):
+            for t in BENCH_TEXTS:
+                t0 = time.perf_counter()
+                side.embed(t)
+                py_ms.append((time.perf_counter() - t0) * 1e3)
+        figures[variant] = {
+            "python": _quantiles(py_ms),
+            "threads": bench["threads"],
+            "total": _quantiles([row["total"] for row in rows]),
+            "encode": _quantiles([row["encode"] for row in rows]),
+            "tokenize": _quantiles([row["tokenize"] for row in rows]),
+            "cosine_min": min(cosines),
+            "top10_overlap_mean": float(np.mean(overlaps)),
+            "top10_overlap_min": min(overlaps),
+            "same_top10_texts": f"{same_texts}/{len(queries)}",
+            "same_top10_photos": f"{same_photos}/{len(queries)}",
+            "bytes": st["bytes"],
+            "load_ms": st["loadMs"],
+        }
+    save_figures("web_text_search", figures)
+    print("\npage free-text search (headless Chromium, onnxruntime-web WASM) vs Python (onnxruntime):")
+    print(
+        "variant | MB | page threads | page tokenize+run median / p90 ms | page run median ms | "
+        "page tokenize median ms | Python (1 thread) median / p90 ms | 1 - min cosine (page vs Python) | "
+        "same top-10 texts | same top-10 photos | top-10 overlap mean (min)"
+    )
+    for variant, f in figures.items():
+        print(
+            f"{variant} | {f['bytes'] / 1e6:.1f} | {f['threads']} | {f['total'][0]:.2f} / {f['total'][1]:.2f} | "
+            f"{f['encode'][0]:.2f} | {f['tokenize'][0]:.3f} | {f['python'][0]:.2f} / {f['python'][1]:.2f} | "
+            f"{1 - f['cosine_min']:.2e} | {f['same_top10_texts']} | {f['same_top10_photos']} | "
+            f"{f['top10_overlap_mean']:.3f} ({f['top10_overlap_min']:.1f})"
+        )
+    # int8-dynamic: the same quantized graph in both runtimes; activations are quantized at run time
+    assert figures["int8-dynamic"]["cosine_min"] >= 0.99, figures["int8-dynamic"]
+    assert figures["int8-dynamic"]["top10_overlap_mean"] >= 0.8, figures["int8-dynamic"]
+
+
+def _narrow_text_encoder(path: Path, vocab_size: int, width: int = 8) -> bytes:
+    """A tiny ONNX text encoder of the bundle's interface (input_ids (B, L) int64 -> text_embedding
+    (B, width)) whose width is not the index's: mean of `width`-wide token embeddings."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    table = numpy_helper.from_array(
+        np.random.default_rng(0).standard_normal((vocab_size, width)).astype(np.float32), "table"
+    )
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gather", ["table", "input_ids"], ["tokens"]),
+            helper.make_node("ReduceMean", ["tokens"], ["text_embedding"], axes=[1], keepdims=0),
+        ],
+        "narrow",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "length"])],
+        [helper.make_tensor_value_info("text_embedding", TensorProto.FLOAT, ["batch", width])],
+        [table],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.write_bytes(model.SerializeToString())
+    return path.read_bytes()
+
+
+def test_page_free_text_refusals_and_kit_gate(text_pipeline, tmp_path):
+    """A text side the page cannot trust is refused in the page, naming the file, while the photo
+    side keeps working: a vocab.txt changed after export (SHA-256), and a text encoder whose output
+    width is not the index's (Python's open_text_side refuses both too). And the kit gates the
+    execution provider: a text encoder on WebGPU (headless: SwiftShader) whose kit embeddings miss
+    the bound runs on WASM instead, saying why."""
+    _need_browser()
+    from ammkd.bundle.text_encoder import open_text_side
+    from ammkd.common.errors import BundleError
+
+    good = text_pipeline["bundle"]
+    manifest = json.loads((good / "manifest.json").read_text())
+    vocab_path = manifest["text_encoder"]["tokenizer"]["vocab"]["path"]
+
+    tampered = shutil.copytree(good, tmp_path / "tampered")
+    raw = (tampered / vocab_path).read_bytes()
+    (tampered / vocab_path).write_bytes(raw.replace(b"\ndog\n", b"\ndoh\n", 1))  # same size, one token changed
+    assert (tampered / vocab_path).read_bytes() != raw
+
+    narrow = shutil.copytree(good, tmp_path / "narrow")
+    m = json.loads(json.dumps(manifest))
+    entry = next(t for t in m["text_encoder"]["targets"] if t["quantization"] == "int8-dynamic")
+    data = _narrow_text_encoder(narrow / entry["file"]["path"], raw.count(b"\n") + 1)
+    entry["file"].update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+    entry["bytes"] = len(data)
+    (narrow / "manifest.json").write_text(json.dumps(m, indent=2))
+
+    (tmp_path / "q.json").write_text(json.dumps({"queries": ["a dog on the beach"], "k": 5}))
+    with serving(tampered) as url:
+        refused_vocab = drive(url + "/", "--text-queries", str(tmp_path / "q.json"), "--golden", "0")
+    with serving(narrow) as url:
+        refused_width = drive(url + "/", "--golden", "0")
+    with serving(good) as url:
+        gpu = drive(url + "/?ep=webgpu", "--webgpu", "--text-queries", str(tmp_path / "q.json"))
+
+    want = f"{vocab_path}: SHA-256 does not match the manifest (file was modified)"
+    st = refused_vocab["text"]["state"]
+    assert st["status"] == "refused" and st["error"] == want, st
+    assert st["quantization"] == "int8-dynamic"  # the default: the smallest text encoder
+    assert refused_vocab["text"]["message"] == f"text search refused: {want}"
+    assert not refused_vocab["text"]["hidden"]  # the section stays, with the refusal
+    (typed,) = refused_vocab["textQueries"]
+    assert typed["disabled"] and typed["message"] == f"text search refused: {want}"  # the box is off
+    assert refused_vocab["state"]["ready"] and len(refused_vocab["golden"][0]["topk"]) == 5  # photos still work
+    with pytest.raises(BundleError, match="SHA-256 does not match"):
+        open_text_side(BundleReader.open(tampered))
+
+    path = entry["file"]["path"]
+    want = f"{path}: text encoder output width 8 does not match the index's {manifest['index']['dim']}"
+    st = refused_width["text"]["state"]
+    assert st["status"] == "refused" and st["error"] == want, st
+    assert refused_width["text"]["message"] == f"text search refused: {want}"
+    assert refused_width["state"]["ready"] and len(refused_width["golden"][0]["topk"]) == 5
+    with pytest.raises(BundleError, match="output width 8 does not match"):
+        open_text_side(BundleReader.open(narrow), "int8-dynamic")
+
+    note = gpu["state"]["epNote"]
+    if gpu["state"]["ep"] == "wasm" and ("no adapter" in note or "no WebGPU" in note):
+        pytest.skip(f"this Chromium offers no WebGPU adapter even with --enable-unsafe-webgpu ({note})")
+    st = gpu["text"]["state"]
+    assert gpu["state"]["ep"] == "webgpu" and st["status"] == "ready", (gpu["state"], st)
+    assert st["kit"]["cosine"] >= st["kit"]["bound"], st  # whichever provider runs it, it agrees with the kit
+    if st["ep"] == "wasm":  # onnxruntime-web 1.22's WebGPU on SwiftShader: wrong text embeddings, caught by the kit
+        assert st["epNote"].startswith("on WebGPU its kit cosine was ") and st["epNote"].endswith("running on WASM")
+        assert st["epNote"] in gpu["text"]["info"]
+    print(f"text encoder on ?ep=webgpu (SwiftShader): runs on {st['ep']} ({st['epNote'] or 'kit agrees'})")
+    (typed,) = gpu["textQueries"]
+    assert "error" not in typed["result"] and len(typed["results"]) == 5

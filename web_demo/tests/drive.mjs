@@ -1,7 +1,7 @@
 // Drive the demo page in headless Chromium and print one JSON object (used by tests/web).
 //
 //   node web_demo/tests/drive.mjs URL [--golden I]... [--golden-image I]... [--upload FILE]... [--bench RUNS] [--gallery-text T]... [--screenshot PNG]
-//                                [--open-folder DIR]...
+//                                [--open-folder DIR]... [--text-queries JSON]... [--text-bench JSON]... [--text-variant Q]...
 //                                [--chromium PATH] [--timeout MS] [--webgpu] [--no-wasm-simd]
 //
 // --webgpu launches Chromium with WebGPU enabled (headless, that is SwiftShader's software
@@ -9,7 +9,16 @@
 // --no-wasm-simd makes the page's index scan module fail WebAssembly.validate, as in a browser
 // without WebAssembly SIMD (onnxruntime-web itself still runs: it needs SIMD).
 //
+// --text-queries JSON: a file {"queries": [...], "k": K}: each query typed into the page's text box
+// (top-k set to K) and submitted; reports the page's result (token ids, embedding, hits, photos,
+// timings) and what the page shows. --text-bench JSON: {"queries": [...], "runs": R, "warmup": W},
+// window.ammkd.benchText. --text-variant Q: picks text encoder Q in the page's select.
+// Text actions first wait for the text side to finish loading; the report's `text` is the text
+// side's state at the end (state.text, the info line and the message).
+//
 // Waits until window.ammkd.state is ready or has an error, then runs the actions in order.
+
+import { readFileSync } from "node:fs";
 
 import { chromium } from "playwright-core";
 
@@ -38,12 +47,27 @@ while (args.length) {
   else if (flag === "--gallery-text") actions.push({ galleryText: value });
   else if (flag === "--screenshot") actions.push({ screenshot: value });
   else if (flag === "--open-folder") actions.push({ openFolder: value });
+  else if (flag === "--text-queries") actions.push({ textQueries: JSON.parse(readFileSync(value, "utf8")) });
+  else if (flag === "--text-bench") actions.push({ textBench: JSON.parse(readFileSync(value, "utf8")) });
+  else if (flag === "--text-variant") actions.push({ textVariant: value });
   else if (flag === "--chromium") executablePath = value;
   else if (flag === "--timeout") timeout = parseInt(value, 10);
   else throw new Error(`unknown flag ${flag}`);
 }
 
-const result = { url, console: [], pageErrors: [], golden: [], goldenImages: [], uploads: [], bench: [], gallery: [], folders: [] };
+const result = {
+  url,
+  console: [],
+  pageErrors: [],
+  golden: [],
+  goldenImages: [],
+  uploads: [],
+  bench: [],
+  gallery: [],
+  folders: [],
+  textQueries: [],
+  textBench: [],
+};
 const browser = await chromium.launch({ executablePath, headless: true, args: launchArgs });
 try {
   const page = await browser.newPage({ viewport: { width: 900, height: 640 } });
@@ -70,6 +94,9 @@ try {
   result.state = await page.evaluate(() => ({ ...window.ammkd.state }));
   result.statusText = await page.textContent("#status");
   result.bundleInfo = await page.textContent("#bundle-info");
+  // the text side loads after the image side: wait until it is ready, refused, or absent
+  const textSettled = () =>
+    page.waitForFunction(() => window.ammkd.state.text && window.ammkd.state.text.status !== "loading", null, { timeout });
   for (const a of actions) {
     const ready = await page.evaluate(() => window.ammkd.state.ready);
     if (!ready && !("screenshot" in a) && !("openFolder" in a)) continue; // a refused bundle: nothing to run
@@ -83,6 +110,36 @@ try {
         state: await page.evaluate(() => ({ ...window.ammkd.state })),
         statusText: await page.textContent("#status"),
       });
+    } else if ("textVariant" in a) {
+      await textSettled();
+      await page.selectOption("#text-variant", a.textVariant);
+      await page.waitForFunction((q) => window.ammkd.state.text.quantization === q, a.textVariant, { timeout });
+      await textSettled();
+    } else if ("textQueries" in a) {
+      await textSettled();
+      if (a.textQueries.k) await page.fill("#k", String(a.textQueries.k));
+      for (const query of a.textQueries.queries) {
+        if (await page.isDisabled("#text-query")) {
+          result.textQueries.push({ query, disabled: true, message: await page.textContent("#text-message") });
+          continue;
+        }
+        const before = await page.evaluate(() => window.ammkd.state.textSearches);
+        await page.fill("#text-query", query);
+        await page.click("#text-submit");
+        await page.waitForFunction((n) => window.ammkd.state.textSearches > n, before, { timeout });
+        result.textQueries.push({
+          query,
+          result: await page.evaluate(() => window.ammkd.lastText()),
+          message: await page.textContent("#text-message"),
+          results: await page.$$eval("#text-results li", (lis) => lis.map((li) => li.textContent)),
+          photos: await page.$$eval("#text-photos li", (lis) => lis.map((li) => li.textContent)),
+          timings: await page.textContent("#text-timings"),
+        });
+      }
+    } else if ("textBench" in a) {
+      await textSettled();
+      const b = a.textBench;
+      result.textBench.push(await page.evaluate((x) => window.ammkd.benchText(x.queries, x.runs, x.warmup), b));
     } else if ("galleryText" in a) {
       result.gallery.push(await page.evaluate((t) => window.ammkd.searchGallery(t, 5), a.galleryText));
     } else if ("bench" in a) {
@@ -114,6 +171,14 @@ try {
     }
   }
   result.crossOriginIsolated = await page.evaluate(() => globalThis.crossOriginIsolated);
+  if (await page.evaluate(() => window.ammkd.state.ready)) await textSettled();
+  result.text = {
+    state: await page.evaluate(() => window.ammkd.state.text),
+    info: await page.textContent("#text-info"),
+    message: await page.textContent("#text-message"),
+    hidden: await page.evaluate(() => document.getElementById("text-search").hidden),
+    galleryHidden: await page.evaluate(() => document.getElementById("gallery").hidden),
+  };
 } catch (e) {
   result.driverError = String(e && e.stack ? e.stack : e);
 } finally {
