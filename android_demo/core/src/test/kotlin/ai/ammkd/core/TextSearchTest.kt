@@ -425,7 +425,7 @@ class TextSearchTest {
             assertTrue(!r.hasTextEncoder)
             refused(assertThrows(BundleException.Invalid::class.java) { r.embedText("a dog") }, "has no text encoder")
             val known = queries.first { it.getBoolean("in_index") }.getString("text")
-            val e = assertThrows(TextNotFoundException::class.java) { r.topImages("a dog running on the beach", 3) }
+            val e = assertThrows(TextNotFoundException::class.java) { r.topImages("zqx a dog running on the beach qzx", 3) }  // in no index
             assertTrue(e.nearest.isNotEmpty())
             val id = r.index.texts.indexOf(known)
             val res = r.topImages(known, 3)
