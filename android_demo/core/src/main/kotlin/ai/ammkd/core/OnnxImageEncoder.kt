@@ -2,8 +2,6 @@ package ai.ammkd.core
 
 import ai.onnxruntime.OnnxTensor
 import ai.onnxruntime.OrtEnvironment
-import ai.onnxruntime.OrtException
-import ai.onnxruntime.OrtLoggingLevel
 import ai.onnxruntime.OrtSession
 import ai.onnxruntime.TensorInfo
 import java.nio.FloatBuffer
@@ -70,17 +68,7 @@ class OnnxImageEncoder private constructor(
             val bytes = bundle.readBytes(file)
             val where = bundle.where(file)
             val env = OrtEnvironment.getEnvironment()
-            val session = try {
-                OrtSession.SessionOptions().use { opts ->
-                    for ((k, v) in target.sessionConfig) opts.addConfigEntry(k, v)
-                    opts.setIntraOpNumThreads(threads)
-                    opts.setInterOpNumThreads(1)
-                    opts.setSessionLogLevel(OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR)
-                    env.createSession(bytes, opts)
-                }
-            } catch (e: OrtException) {
-                throw BundleException.Invalid(where, "ONNX Runtime cannot load this model (${e.message})")
-            }
+            val session = OrtSessions.create(env, bytes, target.sessionConfig, threads, where, "model")
             try {
                 val info = session.inputInfo[target.inputName]?.info as? TensorInfo
                     ?: throw BundleException.Invalid(

@@ -3,8 +3,6 @@ package ai.ammkd.core
 import ai.onnxruntime.OnnxJavaType
 import ai.onnxruntime.OnnxTensor
 import ai.onnxruntime.OrtEnvironment
-import ai.onnxruntime.OrtException
-import ai.onnxruntime.OrtLoggingLevel
 import ai.onnxruntime.OrtSession
 import ai.onnxruntime.TensorInfo
 import java.nio.LongBuffer
@@ -71,17 +69,7 @@ class OnnxTextEncoder private constructor(
             val where = bundle.where(file)
             val bytes = bundle.readBytes(file)
             val env = OrtEnvironment.getEnvironment()
-            val session = try {
-                OrtSession.SessionOptions().use { opts ->
-                    for ((k, v) in target.sessionConfig) opts.addConfigEntry(k, v)
-                    opts.setIntraOpNumThreads(threads)
-                    opts.setInterOpNumThreads(1)
-                    opts.setSessionLogLevel(OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR)
-                    env.createSession(bytes, opts)
-                }
-            } catch (e: OrtException) {
-                throw BundleException.Invalid(where, "ONNX Runtime cannot load this text encoder (${e.message})")
-            }
+            val session = OrtSessions.create(env, bytes, target.sessionConfig, threads, where, "text encoder")
             try {
                 val input = session.inputInfo[target.inputName]?.info as? TensorInfo
                     ?: throw BundleException.Invalid(
