@@ -87,11 +87,10 @@ def why_no_text_encoder(teachers: list[Teacher]) -> str | None:
                 "only Hugging Face WordPiece towers ship"
             )
     try:
-        settings = {json.dumps(tokenizer_settings(t)[1].to_dict(), sort_keys=True) for t in teachers}
-        vocabs = {tokenizer_settings(t)[0].read_bytes() for t in teachers}
+        described = [tokenizer_settings(t) for t in teachers]
     except ExportError as e:
         return str(e)
-    if len(settings) > 1 or len(vocabs) > 1:
+    if len({(vocab.read_bytes(), json.dumps(s.to_dict(), sort_keys=True)) for vocab, s in described}) > 1:
         return "the teachers' text towers tokenize differently (vocabularies or settings differ)"
     return None
 
