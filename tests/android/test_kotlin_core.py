@@ -165,11 +165,7 @@ def _expectations(bundle: Path, work: Path) -> dict:
         )
 
     # a gallery of val photos, embedded by the Python runtime, searched by a few of the bundle's texts
-    photos = work / "photos"
-    photos.mkdir()
-    data = load_split(TINY_DATA, "val")
-    for i in range(GALLERY_PHOTOS):
-        data.image(i).save(photos / f"{i:03d}.png")
+    photos = _val_photos(work / "photos", GALLERY_PHOTOS)
     gallery = update_gallery(r, photos).gallery
     text_ids = sorted({g["python_topk_ids"][0] for g in golden} | {0, len(r.texts) - 1})
     queries = []
@@ -323,6 +319,15 @@ def _narrow_text_encoder(path: Path, width: int = NARROW_WIDTH) -> None:
     onnx.save(model, str(path))
 
 
+def _val_photos(folder: Path, n: int) -> Path:
+    """`folder` holding the first `n` photos of the tiny data's val split as PNGs."""
+    folder.mkdir()
+    data = load_split(TINY_DATA, "val")
+    for i in range(n):
+        data.image(i).save(folder / f"{i:03d}.png")
+    return folder
+
+
 def _text_expectations(bundle: Path, work: Path) -> dict:
     """What the Python runtime says for free-text queries on `bundle` (a copy: a gallery is added):
     per query its token ids, and per text encoder variant its embedding and its top texts of the
@@ -330,11 +335,7 @@ def _text_expectations(bundle: Path, work: Path) -> dict:
     from ammkd.bundle.text_encoder import open_text_side
 
     r = Retriever.open(bundle, backend="onnx", threads=1, search="exact")
-    photos = work / "text_photos"
-    photos.mkdir()
-    data = load_split(TINY_DATA, "val")
-    for i in range(TEXT_GALLERY_PHOTOS):
-        data.image(i).save(photos / f"{i:03d}.png")
+    photos = _val_photos(work / "text_photos", TEXT_GALLERY_PHOTOS)
     gallery = update_gallery(r, photos).gallery
     n = len(r.texts)
     index_texts = [r.texts[0], r.texts[n // 3], r.texts[n - 1]]
