@@ -100,7 +100,9 @@ def distill(
     out_dir: Path = typer.Option(..., "--out", help="Student folder to write."),
     data: Optional[str] = typer.Option(None, help="DATA spec."),
     weighting: Optional[str] = typer.Option(
-        None, help="adaptive (min-norm per batch) | adaptive-sample | adaptive-gt | equal | fixed | single | none"
+        None,
+        help="adaptive (min-norm per batch) | adaptive-norm | adaptive-sample | adaptive-gt | equal | fixed | single | "
+        "none",
     ),
     student: Optional[str] = typer.Option(
         None, help="Student preset (ammkd-lite0: ImageNet EfficientNet-Lite0), timm model name, or ARCH:WEIGHTS."
@@ -114,7 +116,9 @@ def distill(
     gt_margin: Optional[float] = typer.Option(
         None, help="adaptive-gt: nats above the best teacher's caption cross-entropy still weighed."
     ),
-    fusion: Optional[str] = typer.Option(None, help="concat|network|network+teacher"),
+    fusion: Optional[str] = typer.Option(
+        None, help="network (default: trained fused index) | network+teacher (and a fused teacher) | concat"
+    ),
     teacher_outputs: Optional[str] = typer.Option(None, help="cached (fp16 on disk) | online (teachers every step)"),
     feature_weight: Optional[float] = typer.Option(None, help="CLIP-KD feature loss weight (0: off)."),
     relation_weight: Optional[float] = typer.Option(None, help="CLIP-KD relation loss weight (0: off)."),
@@ -537,7 +541,8 @@ def print_summary(s: dict, console) -> None:
         f"{p['cosine_min']:.6f}, top-1 agreement {p['top1_agreement']:.3f}"
     )
     console.print(f"search {s['example']['image']}: " + "; ".join(f"{t} ({sc:.3f})" for t, sc in s["example"]["top3"]))
-    console.print(f"finished in {s['seconds']:.0f} s")
+    stages = ", ".join(f"{k} {v:.0f} s" for k, v in s.get("stage_seconds", {}).items())
+    console.print(f"finished in {s['seconds']:.0f} s ({stages})")
 
 
 @app.command()

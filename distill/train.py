@@ -94,7 +94,7 @@ class DistillConfig:
     fixed_weights: list[float] | None = None
     single_teacher: int = 0
     gt_margin: float = 1.0  # adaptive-gt: nats above the best teacher's caption cross-entropy still allowed
-    fusion: str = "concat"  # concat | network (trained fused index) | network+teacher (and a fused teacher)
+    fusion: str = "network"  # network (trained fused index) | network+teacher (and a fused teacher) | concat
     fusion_dim: int | None = None  # D_f of a fusion network (default: the sum of the teachers' widths)
     fusion_steps: int = 300
     kd_temperature: float = 1.0

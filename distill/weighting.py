@@ -6,6 +6,11 @@ once per batch over the gradients flattened over it and return weights (K,); per
 solve once per image over its own row of logits and return weights (K, B):
 
   adaptive          per batch, all teachers (the paper's AE-KD)
+  adaptive-norm     per batch, over each teacher's gradient scaled to unit norm (MGDA-UB's
+                    normalisation): a teacher's direction counts, not its size, so a sharp,
+                    strong teacher is no longer the one left out; with two teachers the
+                    solution is always 0.5 / 0.5 (two unit vectors), so it differs from
+                    `equal` only for K >= 3 (e.g. with the fused teacher)
   adaptive-sample   per image, all teachers
   adaptive-gt       per image, only the teachers whose cross-entropy against the image's own
                     captions is within `margin` nats of the best teacher's on that image
@@ -114,6 +119,11 @@ def _adaptive(x: WeightingInputs, o: WeightingOptions) -> torch.Tensor:
     return min_norm_from_gram(x.gram, o.tolerance)
 
 
+def _adaptive_norm(x: WeightingInputs, o: WeightingOptions) -> torch.Tensor:
+    norms = x.gram.diagonal().clamp(min=1e-30).sqrt()
+    return min_norm_from_gram(x.gram / (norms[:, None] * norms[None, :]), o.tolerance)
+
+
 def _adaptive_sample(x: WeightingInputs, o: WeightingOptions) -> torch.Tensor:
     k, b = x.teacher_ce.shape
     return min_norm_batched(_per_image_gram(x.grads), _caps(torch.ones(b, k, dtype=torch.bool), o.tolerance)).T
@@ -145,6 +155,7 @@ def _none(x: WeightingInputs, o: WeightingOptions) -> torch.Tensor:
 
 SCHEMES: dict[str, Callable[[WeightingInputs, WeightingOptions], torch.Tensor]] = {
     "adaptive": _adaptive,
+    "adaptive-norm": _adaptive_norm,
     "adaptive-sample": _adaptive_sample,
     "adaptive-gt": _adaptive_gt,
     "equal": _equal,
@@ -154,7 +165,7 @@ SCHEMES: dict[str, Callable[[WeightingInputs, WeightingOptions], torch.Tensor]] 
 }
 WEIGHTINGS = tuple(SCHEMES)
 PER_IMAGE = ("adaptive-sample", "adaptive-gt")  # weights (K, B); the others (K,)
-CAPPED = ("adaptive", *PER_IMAGE)  # the schemes that read the tolerance cap
+CAPPED = ("adaptive", "adaptive-norm", *PER_IMAGE)  # the schemes that read the tolerance cap
 
 
 def teacher_weights(mode: str, inputs: WeightingInputs, options: WeightingOptions = WeightingOptions()) -> torch.Tensor:

@@ -101,3 +101,15 @@ def test_ground_truth_aware_weights_leave_out_teachers_wrong_on_the_image():
     assert torch.allclose(wide, teacher_weights("adaptive-sample", _inputs(grads, ce)), atol=1e-6)
     narrow = teacher_weights("adaptive-gt", _inputs(grads, ce), WeightingOptions(tolerance=0.6, gt_margin=0.0))
     assert narrow[:, 1].tolist() == pytest.approx([0.0, 1.0, 0.0])
+
+
+def test_normalised_min_norm_ignores_gradient_size():
+    gen = torch.Generator().manual_seed(0)
+    g = torch.randn(3, 1, 40, generator=gen)
+    base = teacher_weights("adaptive-norm", _inputs(g))
+    scaled = teacher_weights("adaptive-norm", _inputs(g * torch.tensor([100.0, 1.0, 0.01])[:, None, None]))
+    assert torch.allclose(base, scaled, atol=1e-5) and base.sum().item() == pytest.approx(1.0, abs=1e-6)
+    # the plain solve moves towards the small gradient; with two teachers the normalised one is 0.5 / 0.5
+    two = g[:2] * torch.tensor([10.0, 1.0])[:, None, None]
+    assert teacher_weights("adaptive", _inputs(two))[1].item() > 0.55
+    assert teacher_weights("adaptive-norm", _inputs(two)).tolist() == pytest.approx([0.5, 0.5], abs=1e-5)
