@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,16 @@ def _onnx_latency(module, size: int, path: Path) -> float:
     export_onnx(module, size, path)
     enc = OnnxImageEncoder(path, threads=1)
     return measure_latency(enc.embed, np.random.rand(1, 3, size, size).astype(np.float32))["median_ms"]
+
+
+@contextmanager
+def _timed(stage_seconds: dict[str, float], stage: str):
+    """Adds the wall seconds of the block to stage_seconds[stage]."""
+    t0 = time.time()
+    try:
+        yield
+    finally:
+        stage_seconds[stage] = stage_seconds.get(stage, 0.0) + time.time() - t0
 
 
 DEMO_MARKER = "demo.json"  # written first: the folder belongs to a demo run of this preset
@@ -90,42 +101,49 @@ def run_demo(preset: str, out: str | Path | None = None, log=print) -> dict:
     out = Path(out) if out is not None else default_demo_folder(preset)
     claim_demo_folder(out, preset, log)
     t_start = time.time()
+    stage_seconds: dict[str, float] = {}  # where the time goes: training, evaluation, export
     rows: dict[str, dict] = {}
     teacher_dirs = []
     for short, name in TEACHERS.items():
         tdir = out / "teachers" / short
-        train_teacher(
-            TeacherConfig(
-                model=name,
-                data=p["data"],
-                epochs=p["teacher_epochs"][short],
-                batch_size=p["teacher_batch"],
-                lr=p["teacher_lr"],
-            ),
-            tdir,
-            overwrite=True,  # the demo's own folder: a second `make demo` starts over
-        )
-        teacher = load_teacher(str(tdir))
-        rows[f"teacher {name}"] = {
-            **evaluate(str(tdir), p["data"]),
-            "params_M": round(sum(q.numel() for q in teacher.model.visual.parameters()) / 1e6, 3),
-            "onnx_ms": _onnx_latency(
-                TeacherImageEncoder(teacher), teacher.spec.size, out / "latency" / f"{short}.onnx"
-            ),
-        }
+        with _timed(stage_seconds, f"teacher {short}"):  # the first one also renders the data
+            train_teacher(
+                TeacherConfig(
+                    model=name,
+                    data=p["data"],
+                    epochs=p["teacher_epochs"][short],
+                    batch_size=p["teacher_batch"],
+                    lr=p["teacher_lr"],
+                ),
+                tdir,
+                overwrite=True,  # the demo's own folder: a second `make demo` starts over
+            )
+        with _timed(stage_seconds, "evaluation"):
+            teacher = load_teacher(str(tdir))
+            rows[f"teacher {name}"] = {
+                **evaluate(str(tdir), p["data"]),
+                "params_M": round(sum(q.numel() for q in teacher.model.visual.parameters()) / 1e6, 3),
+                "onnx_ms": _onnx_latency(
+                    TeacherImageEncoder(teacher), teacher.spec.size, out / "latency" / f"{short}.onnx"
+                ),
+            }
         teacher_dirs.append(str(tdir))
     for name, options in p["students"].items():
         sdir = out / "students" / name
-        distill(DistillConfig(teachers=teacher_dirs, data=p["data"], **options), sdir, overwrite=True)
-        student, _ = load_student(sdir)
-        rows[f"student {name}"] = {
-            **evaluate(str(sdir), p["data"]),
-            "params_M": round(sum(q.numel() for q in student.parameters()) / 1e6, 3),
-            "onnx_ms": _onnx_latency(student, student.arch.image_size, out / "latency" / f"student-{name}.onnx"),
-        }
+        with _timed(stage_seconds, f"student {name}"):
+            distill(DistillConfig(teachers=teacher_dirs, data=p["data"], **options), sdir, overwrite=True)
+        with _timed(stage_seconds, "evaluation"):
+            student, _ = load_student(sdir)
+            rows[f"student {name}"] = {
+                **evaluate(str(sdir), p["data"]),
+                "params_M": round(sum(q.numel() for q in student.parameters()) / 1e6, 3),
+                "onnx_ms": _onnx_latency(student, student.arch.image_size, out / "latency" / f"student-{name}.onnx"),
+            }
     exported = next(iter(p["students"]))
-    bundle = export_bundle(out / "students" / exported, out / "bundle", ExportConfig(overwrite=True))
-    rows[f"bundle ({exported}, onnx)"] = evaluate(str(bundle), p["data"])
+    with _timed(stage_seconds, "export"):
+        bundle = export_bundle(out / "students" / exported, out / "bundle", ExportConfig(overwrite=True))
+    with _timed(stage_seconds, "evaluation"):
+        rows[f"bundle ({exported}, onnx)"] = evaluate(str(bundle), p["data"])
     retriever = Retriever.open(bundle)
     golden = retriever.bundle.manifest["golden"][0]
     example = retriever.top_texts(retriever.bundle.path(golden["image"]), k=3)
@@ -138,6 +156,7 @@ def run_demo(preset: str, out: str | Path | None = None, log=print) -> dict:
         "parity": retriever.bundle.manifest["targets"][0]["parity"],
         "example": {"image": golden["image"]["path"], "top3": [[h.text, round(h.score, 4)] for h in example]},
         "seconds": round(time.time() - t_start, 1),
+        "stage_seconds": {k: round(v, 1) for k, v in stage_seconds.items()},
     }
     atomic_write_json(out / "summary.json", summary)
     return summary

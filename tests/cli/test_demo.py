@@ -29,6 +29,10 @@ def test_smoke_demo_end_to_end(tmp_path):
     assert summary["parity"]["cosine_min"] >= 0.999
     assert (tmp_path / "demo" / "bundle" / "manifest.json").is_file()
     assert len(summary["example"]["top3"]) == 3
+    stages = summary["stage_seconds"]  # where the time goes: every stage timed, none beyond the total
+    assert set(stages) == {"teacher vit", "teacher rn", "student adaptive", "evaluation", "export"}
+    assert min(stages.values()) > 0 and 0.8 * summary["seconds"] <= sum(stages.values()) <= summary["seconds"] + 1
+    assert "finished in" in proc.stdout and "export" in proc.stdout.split("finished in")[-1]
 
 
 def test_the_demo_claims_its_folder_before_any_work(tmp_path):
